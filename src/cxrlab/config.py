@@ -1,0 +1,146 @@
+"""One typed configuration for a training run, loadable from YAML and saved into every run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cxrlab.errors import ConfigError, suggest
+
+SplitMethod = Literal["stratified", "source"]
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+
+
+class SplitConfig(BaseModel):
+    """How images are divided into train/val/test."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: SplitMethod = "stratified"
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    #: k-fold cross-validation: number of folds (None: a single split).
+    folds: int | None = Field(None, ge=2)
+    #: Which fold is the test fold when ``folds`` is set.
+    fold: int = Field(0, ge=0)
+    #: Group near-duplicates (perceptual hash) so they never straddle splits.
+    near_duplicates: bool = True
+
+
+class AugmentConfig(BaseModel):
+    """Batched on-device augmentation (see :mod:`cxrlab.training.augment`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rotate: float = Field(10.0, ge=0, le=45, description="max rotation, degrees")
+    shift: float = Field(0.06, ge=0, le=0.5, description="max shift, fraction of side")
+    scale: float = Field(0.1, ge=0, le=0.5, description="max zoom in/out, fraction")
+    hflip: bool = False
+    brightness: float = Field(0.1, ge=0, le=1)
+    contrast: float = Field(0.1, ge=0, le=1)
+    gamma: float = Field(0.1, ge=0, le=1)
+
+
+class TrainConfig(BaseModel):
+    """Every option of ``cxrlab train``; ``None`` means "the model's recipe decides"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path
+    out: Path
+    model: str = "resnet18"
+    pretrained: bool = False
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    label_smoothing: float | None = Field(None, ge=0, lt=1)
+    optimizer: Literal["adam", "adamw", "sgd"] | None = None
+    scheduler: Literal["plateau", "onecycle", "cosine", "none"] | None = None
+    warmup_epochs: float | None = Field(None, ge=0)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    monitor: Literal["val_loss", "val_f1"] | None = None
+    image_size: int | None = Field(None, ge=16, le=2048)
+    seed: int = 0
+    limit_per_class: int | None = Field(None, ge=1)
+    split: SplitConfig = SplitConfig()
+    augment: AugmentConfig | None = None
+    accelerator: Accelerator = "auto"
+    devices: int | Literal["auto"] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    decode_workers: int | None = Field(None, ge=1)
+    cache_dir: Path | None = None
+    strict: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    progress: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from cxrlab.models.registry import get_spec
+
+        get_spec(value)  # raises ConfigError with suggestions
+        return value
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:
+    """Build a :class:`TrainConfig` from an optional YAML file and keyword overrides.
+
+    Overrides that are ``None`` are ignored, so CLI options left unset keep the file's values.
+    Nested keys may be given as ``split={"method": "source"}``.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist.")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of options, got {type(loaded).__name__}.")
+        values.update(loaded)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path)) from None
+
+
+def _explain(exc: ValidationError, path) -> str:
+    fields = list(TrainConfig.model_fields)
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option." + suggest(str(err["loc"][-1]), fields)
+        parts.append(f"{loc}: {msg} (got {err.get('input')!r})")
+    where = f" in {path}" if path else ""
+    return f"Invalid configuration{where}: " + "; ".join(parts)
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from cxrlab.io import write_text
+
+    write_text(path, yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))

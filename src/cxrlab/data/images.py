@@ -1,0 +1,104 @@
+"""Decode one image file to 8-bit grayscale, whatever its PNG/JPEG/TIFF flavour.
+
+RGB(A), palette, 16-bit and 32-bit images are converted, not rejected. Anything that cannot be
+decoded raises :class:`~cxrlab.errors.ImageReadError` naming the file and the reason, so a folder of
+20,000 files reports its few bad ones by path instead of dying inside PIL.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cxrlab.errors import ImageReadError
+
+#: Suffixes treated as raster images when scanning folders.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+# Above this many pixels, decoding is done with PIL's draft/reduce to bound memory.
+_MAX_PIXELS = 4096 * 4096
+
+
+def _to_gray_array(im: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any mode to a (H, W) uint8 array."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if hi <= lo:
+            return np.zeros(arr.shape, dtype=np.uint8)
+        return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(background, im)
+    if mode != "L":
+        im = im.convert("L")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def read_gray(path: str | os.PathLike, *, max_side: int | None = None) -> np.ndarray:
+    """Read an image file as 8-bit grayscale.
+
+    Args:
+        path: A PNG, JPEG, TIFF or BMP file.
+        max_side: If given, images larger than this are reduced while decoding (JPEG draft mode,
+            PIL ``reduce``) so that a 10,000 x 10,000 file never needs its full size in memory.
+
+    Returns:
+        (H, W) uint8 array.
+
+    Raises:
+        ImageReadError: The file is missing, empty, not an image, truncated or corrupt.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageReadError(path, "file does not exist") from None
+    if size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if max_side is not None and max(im.size) > max_side:
+                    im.draft("L", (max_side, max_side))
+                    factor = max(1, max(im.size) // max_side)
+                    if factor > 1:
+                        im = im.reduce(factor)
+                elif im.width * im.height > _MAX_PIXELS * 4:
+                    raise ImageReadError(
+                        path, f"image is {im.width}x{im.height}; too large to decode in full"
+                    )
+                im.load()
+                return _to_gray_array(im)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image file PIL can identify") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageReadError(path, f"image too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(path, f"truncated or corrupt image ({exc})") from None
+
+
+def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize a (H, W) uint8 image to (size, size) uint8 with antialiased bilinear filtering.
+
+    Non-square images are stretched, not cropped: the database's images are square, and
+    cropping could cut off lung apices.
+    """
+    if gray.shape == (size, size):
+        return gray
+    im = Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def load_for_model(path: str | os.PathLike, size: int) -> np.ndarray:
+    """Read ``path`` and resize it to the model's (size, size) grid; (size, size) uint8."""
+    return resize_square(read_gray(path, max_side=max(size * 4, 1024)), size)
