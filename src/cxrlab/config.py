@@ -111,7 +111,9 @@ def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> Trai
         except yaml.YAMLError as exc:
             raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"Config file {path} must hold a mapping of options, got {type(loaded).__name__}.")
+            raise ConfigError(
+                f"Config file {path} must hold a mapping of options, got {type(loaded).__name__}."
+            )
         values.update(loaded)
     for key, value in overrides.items():
         if value is None:

@@ -17,8 +17,18 @@ def register(app: typer.Typer) -> None:
         from cxrlab.models import count_parameters, create_classifier, get_spec, list_models
 
         table = Table(title=f"cxrlab models ({num_classes} classes, 1 input channel)")
-        for col in ("model", "input", "total", "trainable", "non-trainable", "recipe", "description"):
-            table.add_column(col, justify="right" if col in ("total", "trainable", "non-trainable") else "left")
+        for col in (
+            "model",
+            "input",
+            "total",
+            "trainable",
+            "non-trainable",
+            "recipe",
+            "description",
+        ):
+            table.add_column(
+                col, justify="right" if col in ("total", "trainable", "non-trainable") else "left"
+            )
         for name in list_models():
             spec = get_spec(name)
             model = create_classifier(name, [f"c{i}" for i in range(num_classes)])

@@ -45,9 +45,11 @@ def read_gray(path: str | os.PathLike, *, max_side: int | None = None) -> np.nda
     """Read an image file as 8-bit grayscale.
 
     Args:
-        path: A PNG, JPEG, TIFF or BMP file.
+        path: A PNG, JPEG, TIFF or BMP file, or a DICOM file (``.dcm``/``.dicom`` suffix or the
+            DICM preamble), which :func:`cxrlab.data.dicom.read_dicom_gray` decodes.
         max_side: If given, images larger than this are reduced while decoding (JPEG draft mode,
             PIL ``reduce``) so that a 10,000 x 10,000 file never needs its full size in memory.
+            Files between PIL's decompression-bomb warning and error limits are then accepted.
 
     Returns:
         (H, W) uint8 array.
@@ -62,9 +64,18 @@ def read_gray(path: str | os.PathLike, *, max_side: int | None = None) -> np.nda
         raise ImageReadError(path, "file does not exist") from None
     if size == 0:
         raise ImageReadError(path, "file is empty (0 bytes)")
+    from cxrlab.data.dicom import is_dicom
+
+    if is_dicom(path):
+        from cxrlab.data.dicom import read_dicom_gray
+
+        return read_dicom_gray(path, max_side=max_side)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # With max_side the image is reduced, so only PIL's hard limit (DecompressionBombError,
+            # twice the warning's pixel count) refuses it.
+            action = "ignore" if max_side is not None else "error"
+            warnings.simplefilter(action, Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if max_side is not None and max(im.size) > max_side:
                     im.draft("L", (max_side, max_side))

@@ -30,7 +30,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             "directory whose training finished at least one epoch?"
         )
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist. Pass a run directory or a .ckpt file.")
+        raise CheckpointError(
+            f"Checkpoint {path} does not exist. Pass a run directory or a .ckpt file."
+        )
     return path
 
 
@@ -75,11 +77,13 @@ def load_classifier(
         meta.model_name, meta.classes, image_size=meta.image_size, in_chans=meta.in_chans
     )
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit model {meta.model_name!r}: {exc}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit model {meta.model_name!r}: {exc}"
+        ) from None
     return model.to(map_location).eval(), meta
 
 

@@ -122,4 +122,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
         for n, b in model.named_buffers()
         if n.endswith("running_mean") or n.endswith("running_var")
     )
-    return {"total": trainable + frozen + stats, "trainable": trainable, "non_trainable": frozen + stats}
+    return {
+        "total": trainable + frozen + stats,
+        "trainable": trainable,
+        "non_trainable": frozen + stats,
+    }

@@ -16,7 +16,11 @@ _KERAS_BN = {"eps": 1e-3, "momentum": 0.01}
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
     # Keras order: Conv2D(activation="relu") then BatchNormalization.
-    return [nn.Conv2d(cin, cout, 3, padding="same"), nn.ReLU(inplace=True), nn.BatchNorm2d(cout, **_KERAS_BN)]
+    return [
+        nn.Conv2d(cin, cout, 3, padding="same"),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(cout, **_KERAS_BN),
+    ]
 
 
 def _down() -> list[nn.Module]:
@@ -62,7 +66,9 @@ class SeedCNN(nn.Module):
     recipe="seed",
     description="The seed project's Keras CNN (2,943,428 parameters with 4 classes at 299x299)",
 )
-def seed_cnn(num_classes: int, *, pretrained: bool = False, in_chans: int = 1, image_size: int = 299):
+def seed_cnn(
+    num_classes: int, *, pretrained: bool = False, in_chans: int = 1, image_size: int = 299
+):
     if pretrained:
         from cxrlab.errors import ConfigError
 

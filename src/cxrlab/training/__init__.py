@@ -1,0 +1,5 @@
+"""Training: cached data, batched device augmentation, Lightning loop, run directories."""
+
+from cxrlab.training.train import TrainResult, train
+
+__all__ = ["TrainResult", "train"]

@@ -1,0 +1,5 @@
+"""``python -m cxrlab``."""
+
+from cxrlab.cli import main
+
+main()

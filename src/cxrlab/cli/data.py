@@ -1,0 +1,177 @@
+"""``cxrlab data inspect|split`` and ``cxrlab synth``: look at a dataset, split it, or fake one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cxrlab.cli.common import console
+
+_KIND_TITLES = {
+    "unreadable": "Unreadable files",
+    "truncated": "Truncated or corrupt images",
+    "not_image": "Non-image files in class folders",
+    "loose_image": "Images outside any class folder",
+    "empty_class": "Folders without images",
+    "duplicate": "Exact duplicates (same bytes)",
+    "near_duplicate": "Near duplicates (perceptual hash)",
+    "mask_without_image": "Masks without an image",
+    "size_mismatch": "Image/mask size mismatches",
+    "empty_mask": "Empty lung masks",
+    "bad_metadata": "Unreadable metadata files",
+    "not_in_metadata": "Images missing from the metadata",
+}
+
+
+def register(app: typer.Typer) -> None:
+    data_app = typer.Typer(
+        help="Inspect and split dataset folders (nothing is written inside them).",
+        no_args_is_help=True,
+    )
+
+    @data_app.command("inspect")
+    def inspect_cmd(
+        data: Path = typer.Argument(..., help="Dataset folder (or a folder above it)."),
+        verify: bool = typer.Option(
+            True, "--verify/--no-verify", help="Decode every image fully to find truncated files."
+        ),
+        near_duplicates: bool = typer.Option(
+            True, "--near-duplicates/--no-near-duplicates", help="Find near duplicates (phash)."
+        ),
+        show: int = typer.Option(10, "--show", min=0, help="Problems listed per kind."),
+        problems_csv: Path | None = typer.Option(
+            None, "--problems-csv", help="Also write every problem to this CSV file."
+        ),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="Reader threads."),
+    ) -> None:
+        """Count images, masks, sources, sizes and modes per class, and list every problem.
+
+        Exits with 0 even when problems are found (they are reported); with 2 if DATA is not a
+        dataset folder.
+        """
+        from cxrlab.data.inspect import inspect_dataset
+        from cxrlab.io import write_csv
+
+        if problems_csv is not None:
+            _refuse_inside(problems_csv, data)
+        report = inspect_dataset(
+            data, verify=verify, near_duplicates=near_duplicates, workers=workers
+        )
+        table = Table(title=f"{report.root}")
+        table.add_column("class", no_wrap=True)
+        for col in report.summary.columns:
+            right = col in ("images", "masks", "sources")
+            table.add_column(col.replace("_", " "), justify="right" if right else "left")
+        for label, row in report.summary.iterrows():
+            style = "bold" if label == "total" else None
+            table.add_row(str(label), *(str(v) for v in row.tolist()), style=style)
+        console.print(table)
+
+        counts = report.problem_counts()
+        if not counts:
+            checks = "decoded fully" if verify else "headers only"
+            console.print(f"[green]No problems found[/] ({checks}).")
+        for kind, n in counts.items():
+            console.print(f"\n[bold yellow]{_KIND_TITLES.get(kind, kind)}[/]: {n}")
+            shown = [p for p in report.problems if p.kind == kind][:show]
+            for p in shown:
+                console.print(f"  {p.path}\n    {p.detail}", highlight=False, soft_wrap=True)
+            if n > len(shown):
+                console.print(f"  ... and {n - len(shown)} more")
+        if problems_csv is not None:
+            write_csv(problems_csv, report.problems_frame())
+            console.print(f"\nProblems written to {problems_csv}")
+
+    @data_app.command("split")
+    def split_cmd(
+        data: Path = typer.Argument(..., help="Dataset folder (or a folder above it)."),
+        out: Path = typer.Option(..., "--out", "-o", help="split.csv to write."),
+        method: str = typer.Option("stratified", help="'stratified' or 'source' (held out)."),
+        val: float = typer.Option(0.15, help="Validation fraction."),
+        test: float = typer.Option(0.15, help="Test fraction (ignored with --folds)."),
+        folds: int | None = typer.Option(None, min=2, help="k-fold: number of folds."),
+        fold: int = typer.Option(0, min=0, help="k-fold: the test fold."),
+        seed: int = typer.Option(0, help="Seed of the split."),
+        near_duplicates: bool = typer.Option(
+            True, "--near-duplicates/--no-near-duplicates", help="Keep near duplicates together."
+        ),
+        limit_per_class: int | None = typer.Option(None, min=1, help="Seeded subset per class."),
+    ) -> None:
+        """Write a leak-free split manifest (split.csv) and print its per-class counts."""
+        from cxrlab.data.scan import scan_dataset
+        from cxrlab.data.splits import (
+            kfold_split,
+            make_split,
+            source_coverage,
+            split_counts,
+            split_hash,
+        )
+        from cxrlab.errors import ConfigError
+        from cxrlab.io import write_csv
+
+        if method not in ("stratified", "source"):
+            raise ConfigError(f"--method must be 'stratified' or 'source', got {method!r}.")
+        _refuse_inside(out, data)
+        scan = scan_dataset(
+            data, near_duplicates=near_duplicates, limit_per_class=limit_per_class, seed=seed
+        )
+        if folds:
+            split = kfold_split(
+                scan.index, folds=folds, fold=fold, val=val, seed=seed, method=method
+            )
+        else:
+            split = make_split(scan.index, method=method, val=val, test=test, seed=seed)
+        write_csv(out, split)
+        _print_frame(split_counts(split), "images per class and split")
+        if method == "source":
+            _print_frame(source_coverage(split), "source coverage")
+        console.print(f"test split hash {split_hash(split)}; written to {out}")
+
+    app.add_typer(data_app, name="data")
+
+    @app.command("synth")
+    def synth_cmd(
+        out: Path = typer.Argument(..., help="Folder to create the dataset in (empty or new)."),
+        per_class: int = typer.Option(..., "--per-class", min=1, help="Images per class."),
+        size: int = typer.Option(128, min=32, help="Image side in pixels."),
+        seed: int = typer.Option(0, help="Random seed (same seed, same bytes)."),
+        shortcut: bool = typer.Option(
+            False, "--shortcut", help="Plant a class-correlated marker outside the lungs."
+        ),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a dataset cxrlab synth wrote there before."
+        ),
+    ) -> None:
+        """Write a synthetic chest X-ray dataset (4 classes, masks, metadata) for trying cxrlab."""
+        from cxrlab.data.synth import synthesize
+
+        root = synthesize(
+            out, per_class=per_class, size=size, seed=seed, shortcut=shortcut, overwrite=overwrite
+        )
+        note = " with a planted shortcut" if shortcut else ""
+        console.print(f"Wrote {per_class} synthetic images per class{note} to {root}")
+
+
+def _refuse_inside(target: Path, data: Path) -> None:
+    """Refuse to write ``target`` inside the dataset folder ``data``."""
+    from cxrlab.errors import DataError
+
+    target = target.expanduser().resolve()
+    root = data.expanduser().resolve()
+    if target == root or root in target.parents:
+        raise DataError(
+            f"{target} is inside the dataset folder {root}; cxrlab never writes into a dataset. "
+            "Choose an output path outside it."
+        )
+
+
+def _print_frame(frame, title: str) -> None:
+    table = Table(title=title)
+    table.add_column(frame.index.name or "")
+    for col in frame.columns:
+        table.add_column(str(col).replace("_", " "), justify="right")
+    for label, row in frame.iterrows():
+        table.add_row(str(label), *(str(v) for v in row.tolist()))
+    console.print(table)

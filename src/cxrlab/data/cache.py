@@ -1,0 +1,242 @@
+"""Decode-once image cache: every image decoded and resized once, reused by later runs.
+
+The cache is one uint8 array of shape (N, S, S) on disk (a memmap), keyed by the content hashes of
+the files (in order), the size and the preprocessing version, so a changed file, a different
+subset or another size gives another key. A JSON sidecar records the shape, a checksum of the
+array and which files failed to decode. A stale or corrupted cache (missing sidecar, wrong size,
+checksum mismatch) is rebuilt with a warning, never used silently; a build that fails (full disk,
+interrupted) leaves no half-written cache behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxrlab.errors import CxrlabError, ImageReadError
+from cxrlab.data.images import load_for_model
+from cxrlab.io import write_json
+
+log = logging.getLogger(__name__)
+
+#: Bump when decoding or resizing changes, so old caches are not reused.
+PREPROCESSING_VERSION = "gray-u8-bilinear-stretch-v1"
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class ImageCache:
+    """Decoded images of one file list at one size.
+
+    Attributes:
+        images: (N, S, S) uint8 array (a read-only memmap, or in memory after :meth:`load`).
+        errors: Row index -> reason, for files that could not be decoded (their rows are zero).
+        path: The array file on disk.
+        key: The cache key.
+    """
+
+    images: np.ndarray
+    errors: dict[int, str]
+    path: Path
+    key: str
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(N,) bool: rows that decoded."""
+        mask = np.ones(len(self.images), dtype=bool)
+        mask[list(self.errors)] = False
+        return mask
+
+    def load(self) -> ImageCache:
+        """Copy the memmap into memory (the whole database is ~1 GiB at 224 px)."""
+        self.images = np.ascontiguousarray(self.images)
+        return self
+
+
+def default_cache_dir() -> Path:
+    """``$CXRLAB_CACHE``, else ``$XDG_CACHE_HOME/cxrlab``, else ``~/.cache/cxrlab``."""
+    if env := os.environ.get("CXRLAB_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cxrlab"
+
+
+def cache_key(hashes: Sequence[str], size: int) -> str:
+    """Key of the cache of these file contents (in order) at ``size``."""
+    h = hashlib.sha1(f"{PREPROCESSING_VERSION}|{size}|{len(hashes)}".encode())
+    for item in hashes:
+        h.update(item.encode())
+        h.update(b"\n")
+    return h.hexdigest()[:20]
+
+
+def _checksum(array: np.ndarray) -> str:
+    h = hashlib.sha1()
+    flat = array.reshape(-1)
+    step = 1 << 26
+    for start in range(0, flat.size, step):
+        h.update(memoryview(np.ascontiguousarray(flat[start : start + step])))
+    return h.hexdigest()
+
+
+def _decode_chunk(args: tuple[str, int, int, int, list[str]]) -> dict[int, str]:
+    """Worker: decode ``paths`` into rows ``start..`` of the memmap at ``array_path``."""
+    array_path, n, size, start, paths = args
+    out = np.memmap(array_path, dtype=np.uint8, mode="r+", shape=(n, size, size))
+    errors: dict[int, str] = {}
+    for offset, path in enumerate(paths):
+        try:
+            out[start + offset] = load_for_model(path, size)
+        except ImageReadError as exc:
+            errors[start + offset] = exc.reason
+    out.flush()
+    del out
+    return errors
+
+
+def _open_existing(
+    array_path: Path, meta_path: Path, n: int, size: int, key: str
+) -> ImageCache | None:
+    """Return the cache at ``array_path`` if it is complete and intact, else None (with a warning)."""
+    if not array_path.exists() and not meta_path.exists():
+        return None
+    problem = None
+    try:
+        meta = json.loads(meta_path.read_text())
+        expected = n * size * size
+        if array_path.stat().st_size != expected:
+            problem = f"size {array_path.stat().st_size} bytes, expected {expected}"
+        else:
+            images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=(n, size, size))
+            if _checksum(images) != meta.get("checksum"):
+                problem = "checksum mismatch"
+            else:
+                errors = {int(k): v for k, v in meta.get("errors", {}).items()}
+                return ImageCache(images, errors, array_path, key)
+    except (OSError, ValueError, KeyError) as exc:
+        problem = f"unreadable ({exc})"
+    warnings.warn(
+        f"Image cache {array_path} is stale or corrupted ({problem}); rebuilding it.", stacklevel=3
+    )
+    for p in (array_path, meta_path):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return None
+
+
+def build_cache(
+    paths: Sequence[str | os.PathLike],
+    hashes: Sequence[str],
+    size: int,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+) -> ImageCache:
+    """Return the decoded (N, size, size) uint8 images of ``paths``, building the cache if needed.
+
+    Args:
+        paths: Image files, in the order rows should have.
+        hashes: Content hash (sha1) of each file; part of the key, so edits invalidate the cache.
+        size: Side of the square the images are resized to.
+        cache_dir: Where cache files live (default :func:`default_cache_dir`).
+        workers: Decoding processes (default: all cores).
+        progress: Called as ``progress(done, total)`` while decoding.
+
+    Raises:
+        CxrlabError: The cache cannot be written (e.g. the disk is full); nothing partial remains.
+    """
+    if len(paths) != len(hashes):
+        raise ValueError("paths and hashes differ in length")
+    n = len(paths)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = cache_key(hashes, size)
+    array_path = cache_dir / f"{key}-{size}px.u8"
+    meta_path = array_path.with_suffix(".json")
+    cached = _open_existing(array_path, meta_path, n, size, key)
+    if cached is not None:
+        log.info("Using image cache %s (%d images at %dpx)", array_path, n, size)
+        return cached
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp_path = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp")
+    log.info("Decoding %d images at %dpx into %s", n, size, array_path)
+    try:
+        errors = _decode_all([str(p) for p in paths], tmp_path, n, size, workers, progress)
+        images = np.memmap(tmp_path, dtype=np.uint8, mode="r", shape=(n, size, size))
+        checksum = _checksum(images)
+        del images
+        os.replace(tmp_path, array_path)
+        write_json(
+            meta_path,
+            {
+                "key": key,
+                "shape": [n, size, size],
+                "dtype": "uint8",
+                "preprocessing": PREPROCESSING_VERSION,
+                "checksum": checksum,
+                "errors": {str(k): v for k, v in errors.items()},
+            },
+        )
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            array_path.unlink()
+        if exc.errno == errno.ENOSPC:
+            raise CxrlabError(
+                f"The disk holding the image cache {cache_dir} is full ({n} images at {size}px "
+                f"need {n * size * size / 2**20:.0f} MiB). Free space or point --cache-dir "
+                "(or $CXRLAB_CACHE) at a larger disk; no partial cache was kept."
+            ) from None
+        raise CxrlabError(f"Could not write the image cache in {cache_dir}: {exc}") from None
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+    for row, reason in errors.items():
+        log.warning("Skipping %s: %s", paths[row], reason)
+    images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=(n, size, size))
+    return ImageCache(images, errors, array_path, key)
+
+
+def _decode_all(paths, tmp_path, n, size, workers, progress) -> dict[int, str]:
+    # Allocate the whole file first so a full disk fails before any decoding work.
+    nbytes = n * size * size
+    with open(tmp_path, "wb") as fh:
+        if nbytes:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fh.fileno(), 0, nbytes)
+            else:
+                fh.truncate(nbytes)
+    workers = max(1, workers or os.cpu_count() or 1)
+    chunk = max(16, min(512, -(-n // (workers * 8)) if n else 16))
+    jobs = [(str(tmp_path), n, size, s, paths[s : s + chunk]) for s in range(0, n, chunk)]
+    errors: dict[int, str] = {}
+    done = 0
+    if workers == 1 or n <= chunk:
+        for job in jobs:
+            errors.update(_decode_chunk(job))
+            done += len(job[4])
+            if progress:
+                progress(done, n)
+        return errors
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for job, result in zip(jobs, pool.map(_decode_chunk, jobs)):
+            errors.update(result)
+            done += len(job[4])
+            if progress:
+                progress(done, n)
+    return errors

@@ -1,0 +1,256 @@
+"""Stratified percentile bootstrap confidence intervals for every metric, vectorised.
+
+A resample is represented by how many times each sample was drawn (a row of a (B, N) weight
+matrix), so one matrix product gives every resample's confusion matrix and the ranking and
+calibration metrics are computed for all resamples at once (see :mod:`cxrlab.evaluation.metrics`).
+
+Resampling is stratified by true class: each resample draws, with replacement, as many samples of
+each class as the test set holds, so class supports are fixed and per-class sensitivity is always
+defined. With ``groups`` (e.g. image paths when predictions from several runs of the same images
+are pooled), whole groups are drawn instead of rows, so repeated predictions of one image are not
+treated as independent evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrlab.evaluation.metrics import (
+    N_BINS,
+    PER_CLASS_METRICS,
+    SCALAR_METRICS,
+    compute_metrics,
+    compute_metrics_codes,
+    encode_labels,
+)
+
+logger = logging.getLogger(__name__)
+
+METHOD = "stratified percentile bootstrap"
+#: Metrics that need only predicted labels (cheap to resample).
+_LABEL_METRICS = frozenset(
+    {"accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_specificity"}
+    | {"weighted_precision", "weighted_recall", "weighted_f1"}
+)
+#: Weight-matrix elements per chunk (bounds memory: ~8 bytes each, a few copies alive).
+_CHUNK_ELEMENTS = 1 << 21
+
+
+def bootstrap_settings(
+    n_boot: int, seed: int, confidence: float, *, groups: bool = False
+) -> dict[str, Any]:
+    """The ``bootstrap`` block written beside every interval."""
+    out = {
+        "method": METHOD,
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "confidence": float(confidence),
+    }
+    if groups:
+        out["resampling_unit"] = "group (all rows of one image together)"
+    return out
+
+
+def _check(n_boot: int, confidence: float) -> None:
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+
+
+def iter_stratified_weights(
+    strata: np.ndarray,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield (b, N) float64 draw-count matrices, b resamples at a time, n_boot in total.
+
+    Args:
+        strata: (N,) stratum code of each row (the true class).
+        n_boot: Number of resamples.
+        rng: Source of randomness; the chunking is a function of N only, so a seed reproduces.
+        groups: (N,) group code of each row; groups are drawn whole, stratified by their rows'
+            stratum (every row of a group must share it).
+    """
+    strata = np.asarray(strata)
+    n = len(strata)
+    if groups is None:
+        unit_of_row = np.arange(n)
+        unit_stratum = strata
+    else:
+        unit_of_row = pd.factorize(np.asarray(groups))[0]
+        unit_stratum = np.zeros(unit_of_row.max() + 1, dtype=strata.dtype)
+        unit_stratum[unit_of_row] = strata
+        if (unit_stratum[unit_of_row] != strata).any():
+            raise ValueError("Every row of a bootstrap group must have the same true class.")
+    n_units = len(unit_stratum)
+    members = [np.flatnonzero(unit_stratum == s) for s in np.unique(unit_stratum)]
+    chunk = max(1, min(n_boot, _CHUNK_ELEMENTS // max(n, 1)))
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        counts = np.zeros(b * n_units)
+        offsets = (np.arange(b) * n_units)[:, None]
+        for m in members:
+            drawn = m[rng.integers(0, len(m), size=(b, len(m)))]
+            counts += np.bincount((drawn + offsets).ravel(), minlength=b * n_units)
+        counts = counts.reshape(b, n_units)
+        yield counts[:, unit_of_row]
+        done += b
+
+
+def percentile_interval(
+    samples: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0, ignoring resamples where the metric was undefined (nan)."""
+    alpha = (1 - confidence) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-nan slices give nan, as intended
+        low, high = np.nanquantile(samples, [alpha, 1 - alpha], axis=0)
+    return low, high
+
+
+def bootstrap_samples(
+    fn: Callable[[np.ndarray], dict[str, np.ndarray]],
+    strata: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Evaluate ``fn(weights)`` on every resample; stack each returned array along axis 0.
+
+    ``fn`` receives a (b, N) weight matrix and returns arrays whose first axis is b.
+    """
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {}
+    for w in iter_stratified_weights(strata, n_boot=n_boot, rng=rng, groups=groups):
+        for name, value in fn(w).items():
+            parts.setdefault(name, []).append(value)
+    return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
+
+
+def _ci(value: float, samples: np.ndarray, confidence: float) -> dict[str, float]:
+    low, high = percentile_interval(samples, confidence)
+    return {"value": float(value), "ci_low": float(low), "ci_high": float(high)}
+
+
+def bootstrap_metrics(
+    y_true,
+    y_score,
+    *,
+    labels: Sequence,
+    y_pred=None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    groups=None,
+    n_bins: int = N_BINS,
+) -> dict[str, Any]:
+    """Every metric of :func:`~cxrlab.evaluation.metrics.compute_metrics` with a bootstrap CI.
+
+    Args:
+        y_true: (N,) true labels.
+        y_score: (N, K) probabilities in ``labels`` order.
+        labels: Classes in model output order.
+        y_pred: (N,) predicted labels (default: argmax of ``y_score``).
+        n_boot: Resamples (use >= 1000 for reported intervals).
+        seed: Seed of ``np.random.default_rng``.
+        confidence: Interval coverage.
+        groups: Optional (N,) group keys drawn whole (see module docstring).
+        n_bins: ECE bins.
+
+    Returns:
+        ``{"n", "n_per_class", "metrics": {name: {"value", "ci_low", "ci_high"}},
+        "per_class": {class: {metric: {...}, "support": int}}, "confusion_matrix": {"labels",
+        "counts"}, "bootstrap": {"method", "n_boot", "seed", "confidence"}}``.
+    """
+    _check(n_boot, confidence)
+    labels = list(labels)
+    k = len(labels)
+    point = compute_metrics(y_true, y_score, labels=labels, y_pred=y_pred, n_bins=n_bins)
+    t = encode_labels(y_true, labels)
+    scores = np.asarray(y_score, dtype=np.float64)
+    p = scores.argmax(axis=1) if y_pred is None else encode_labels(y_pred, labels, name="y_pred")
+    wanted = set(SCALAR_METRICS) | set(PER_CLASS_METRICS)
+
+    def fn(w):
+        out = compute_metrics_codes(t, p, scores, w, k=k, n_bins=n_bins)
+        return {name: v for name, v in out.items() if name in wanted}
+
+    samples = bootstrap_samples(fn, t, n_boot=n_boot, seed=seed, groups=groups)
+    support = np.bincount(t, minlength=k)
+    return {
+        "n": int(len(t)),
+        "n_per_class": {str(c): int(s) for c, s in zip(labels, support, strict=True)},
+        "metrics": {name: _ci(point[name], samples[name], confidence) for name in SCALAR_METRICS},
+        "per_class": {
+            str(c): {
+                **{
+                    name: _ci(point[name][j], samples[name][:, j], confidence)
+                    for name in PER_CLASS_METRICS
+                },
+                "support": int(support[j]),
+            }
+            for j, c in enumerate(labels)
+        },
+        "confusion_matrix": {
+            "labels": [str(c) for c in labels],
+            "counts": point["confusion_matrix"].round().astype(int).tolist(),
+        },
+        "bootstrap": bootstrap_settings(n_boot, seed, confidence, groups=groups is not None),
+    }
+
+
+def paired_bootstrap_difference(
+    y_true,
+    y_score_a,
+    y_score_b,
+    *,
+    labels: Sequence,
+    y_pred_a=None,
+    y_pred_b=None,
+    metrics: Sequence[str] = ("accuracy", "macro_f1"),
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Paired bootstrap CI of metric(A) - metric(B) on the same test samples.
+
+    Both runs are scored on the same resample indices, so the interval accounts for the
+    correlation between their errors.
+
+    Returns:
+        ``{metric: {"value", "ci_low", "ci_high"}}`` for the difference A - B.
+    """
+    _check(n_boot, confidence)
+    labels = list(labels)
+    k = len(labels)
+    t = encode_labels(y_true, labels)
+    sa = np.asarray(y_score_a, dtype=np.float64)
+    sb = np.asarray(y_score_b, dtype=np.float64)
+    pa = sa.argmax(axis=1) if y_pred_a is None else encode_labels(y_pred_a, labels, name="y_pred_a")
+    pb = sb.argmax(axis=1) if y_pred_b is None else encode_labels(y_pred_b, labels, name="y_pred_b")
+    unknown = [m for m in metrics if m not in SCALAR_METRICS]
+    if unknown:
+        raise ValueError(f"Unknown metric(s) {unknown}; choose from {list(SCALAR_METRICS)}.")
+    ones = np.ones((1, len(t)))
+    label_only = all(m in _LABEL_METRICS for m in metrics)
+    sa_, sb_ = (None, None) if label_only else (sa, sb)
+
+    def diff(w):
+        a = compute_metrics_codes(t, pa, sa_, w, k=k)
+        b = compute_metrics_codes(t, pb, sb_, w, k=k)
+        return {m: a[m] - b[m] for m in metrics}
+
+    point = diff(ones)
+    samples = bootstrap_samples(diff, t, n_boot=n_boot, seed=seed)
+    return {m: _ci(point[m][0], samples[m], confidence) for m in metrics}

@@ -1,0 +1,309 @@
+"""Cross-validation: K folds x S seeds of training + evaluation, and their summary.
+
+Each (fold k, seed s) trains into ``<out>/fold{k}-seed{s}`` and is evaluated there. Finished runs
+(``train_summary.json`` present and ``metrics.json`` newer than the checkpoint) are skipped, and an
+interrupted one resumes from its ``last.ckpt``, so a CV is resumable by re-running the command.
+
+The summary gives each metric's mean, standard deviation (ddof=1), min and max across runs, and a
+pooled interval: the test predictions of all runs are pooled and bootstrapped by image (every
+prediction of one image, one per seed, is drawn together) stratified by class, so repeated
+predictions of the same image under several seeds are not counted as independent evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxrlab.errors import ConfigError, DataError
+from cxrlab.evaluation import tables
+from cxrlab.evaluation.bootstrap import bootstrap_metrics
+from cxrlab.evaluation.metrics import PER_CLASS_METRICS, SCALAR_METRICS, compute_metrics
+from cxrlab.evaluation.runs import (
+    check_run_dir,
+    find_checkpoint,
+    load_predictions,
+    path_to_sha1,
+    run_classes,
+)
+from cxrlab.io import write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+_RUN_NAME = re.compile(r"fold(\d+)-seed(\d+)$")
+
+
+def cv_run_name(fold: int, seed: int) -> str:
+    """Directory name of one CV run."""
+    return f"fold{fold}-seed{seed}"
+
+
+@dataclass
+class CVResult:
+    """What :func:`run_cv` did.
+
+    Attributes:
+        out_dir: The CV folder.
+        run_dirs: Every run directory, fold-major.
+        trained: Runs trained (or resumed) by this call.
+        skipped: Finished runs reused as they were.
+        summary: :func:`summarize_cv`'s dict (also in ``cv_summary.json``).
+        files: Written files by short name.
+    """
+
+    out_dir: Path
+    run_dirs: list[Path]
+    trained: list[Path]
+    skipped: list[Path]
+    summary: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _finished(run_dir: Path, n_boot: int, seed: int) -> bool:
+    """Training finished and metrics.json (same bootstrap settings) is newer than the checkpoint."""
+    import json
+
+    from cxrlab.training.train import SUMMARY_FILE
+
+    metrics = run_dir / "metrics.json"
+    ckpt = find_checkpoint(run_dir) if run_dir.is_dir() else None
+    if not (run_dir / SUMMARY_FILE).is_file() or not metrics.is_file() or ckpt is None:
+        return False
+    if metrics.stat().st_mtime < ckpt.stat().st_mtime:
+        return False
+    try:
+        b = json.loads(metrics.read_text()).get("bootstrap", {})
+    except json.JSONDecodeError:
+        return False
+    return b.get("n_boot") == n_boot and b.get("seed") == seed
+
+
+def run_cv(
+    config,
+    *,
+    folds: int,
+    seeds: int | Sequence[int],
+    n_boot: int = 1000,
+    eval_seed: int = 0,
+    device=None,
+    progress=None,
+    make_figures: bool = True,
+) -> CVResult:
+    """Train and evaluate every (fold, seed) of a K-fold cross-validation, then summarise.
+
+    Args:
+        config: A :class:`cxrlab.config.TrainConfig`; ``config.out`` is the CV folder; its
+            ``split.folds``, ``split.fold``, ``seed`` and ``out`` are set per run.
+        folds: K >= 2.
+        seeds: S (seeds 0..S-1) or an explicit list of seeds.
+        n_boot: Bootstrap resamples for each run's and the pooled CIs.
+        eval_seed: Bootstrap seed.
+        device: Device for predictions (training follows ``config.accelerator``).
+        progress: Passed to :func:`cxrlab.training.train` (cache decoding progress).
+        make_figures: Draw each run's figures (off: metrics and tables only, faster).
+
+    Returns:
+        A :class:`CVResult`; ``cv_summary.{json,md,tex}`` are written into ``config.out``.
+    """
+    from cxrlab.evaluation.evaluate import evaluate_run
+    from cxrlab.training import train
+
+    if folds < 2:
+        raise ConfigError(f"--folds must be at least 2, got {folds}.")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise ConfigError("--seeds must be at least 1.")
+    if len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"Seeds must be distinct, got {seed_list}.")
+    out = Path(config.out)
+    run_dirs, trained, skipped = [], [], []
+    total = folds * len(seed_list)
+    for k in range(folds):
+        for s in seed_list:
+            run_dir = out / cv_run_name(k, s)
+            run_dirs.append(run_dir)
+            position = len(run_dirs)
+            if _finished(run_dir, n_boot, eval_seed):
+                logger.info("[%d/%d] %s is finished; reusing it", position, total, run_dir)
+                skipped.append(run_dir)
+                continue
+            from cxrlab.training.train import SUMMARY_FILE
+
+            if not (run_dir / SUMMARY_FILE).is_file():
+                resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+                overwrite = not resume and (run_dir / "config.yaml").is_file()
+                cfg = config.model_copy(
+                    update={
+                        "out": run_dir,
+                        "seed": s,
+                        "split": config.split.model_copy(update={"folds": folds, "fold": k}),
+                        "resume": resume,
+                        "overwrite": overwrite,
+                    }
+                )
+                logger.info(
+                    "[%d/%d] training fold %d, seed %d into %s%s",
+                    position,
+                    total,
+                    k,
+                    s,
+                    run_dir,
+                    " (resuming)" if resume else "",
+                )
+                train(cfg, progress=progress)
+                trained.append(run_dir)
+            evaluate_run(
+                run_dir, n_boot=n_boot, seed=eval_seed, device=device, make_figures=make_figures
+            )
+    summary = summarize_cv(run_dirs, n_boot=n_boot, seed=eval_seed)
+    summary["folds"] = folds
+    summary["seeds"] = seed_list
+    files = write_cv_summary(summary, out)
+    return CVResult(
+        out_dir=out,
+        run_dirs=run_dirs,
+        trained=trained,
+        skipped=skipped,
+        summary=summary,
+        files=files,
+    )
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    v = np.asarray(values, dtype=np.float64)
+    ok = v[~np.isnan(v)]
+    return {
+        "mean": float(ok.mean()) if len(ok) else float("nan"),
+        "sd": float(ok.std(ddof=1)) if len(ok) > 1 else float("nan"),
+        "min": float(ok.min()) if len(ok) else float("nan"),
+        "max": float(ok.max()) if len(ok) else float("nan"),
+        "n_runs": int(len(ok)),
+        "values": [float(x) for x in v],
+    }
+
+
+def summarize_cv(
+    run_dirs: Sequence[str | os.PathLike],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Summarise evaluated runs (each with predictions/test.csv) of a cross-validation.
+
+    Args:
+        run_dirs: The runs; classes must agree.
+        n_boot: Resamples of the pooled bootstrap.
+        seed: Its seed.
+        confidence: Interval coverage.
+
+    Returns:
+        ``{"classes", "n_runs", "runs": [{"run_dir", "fold", "seed", "n_test"}], "metrics":
+        {name: {"mean", "sd", "min", "max", "n_runs", "values", "pooled": {value, ci_low,
+        ci_high}}}, "per_class": {class: {metric: {...}}}, "pooled": {"n_predictions",
+        "n_images", "bootstrap"}}``.
+    """
+    run_dirs = [check_run_dir(d) for d in run_dirs]
+    if not run_dirs:
+        raise DataError("summarize_cv needs at least one run directory.")
+    classes = None
+    per_run, runs, pooled_true, pooled_pred, pooled_prob, pooled_key = [], [], [], [], [], []
+    for d in run_dirs:
+        p = load_predictions(d, "test", run_classes(d, find_checkpoint(d)))
+        if classes is None:
+            classes = list(p.classes)
+        elif list(p.classes) != classes:
+            raise DataError(f"{d} has classes {list(p.classes)}, but {run_dirs[0]} has {classes}.")
+        m = compute_metrics(p.y_true, p.probs, labels=classes, y_pred=p.y_pred)
+        per_run.append(m)
+        match = _RUN_NAME.search(d.name)
+        runs.append(
+            {
+                "run_dir": str(d),
+                "fold": int(match.group(1)) if match else None,
+                "seed": int(match.group(2)) if match else None,
+                "n_test": len(p),
+                **{name: float(m[name]) for name in SCALAR_METRICS},
+            }
+        )
+        sha = path_to_sha1(d)
+        pooled_true.append(p.y_true)
+        pooled_pred.append(p.y_pred)
+        pooled_prob.append(p.probs)
+        pooled_key.append(np.array([sha.get(x) or x for x in p.paths], dtype=object))
+    keys = np.concatenate(pooled_key)
+    y_true = np.concatenate(pooled_true)
+    pooled = bootstrap_metrics(
+        y_true, np.concatenate(pooled_prob), labels=classes, y_pred=np.concatenate(pooled_pred),
+        n_boot=n_boot, seed=seed, confidence=confidence, groups=keys,
+    )  # fmt: skip
+    metrics = {}
+    for name in SCALAR_METRICS:
+        metrics[name] = {**_spread([m[name] for m in per_run]), "pooled": pooled["metrics"][name]}
+    per_class = {
+        c: {
+            name: {**_spread([m[name][j] for m in per_run]), "pooled": pooled["per_class"][c][name]}
+            for name in PER_CLASS_METRICS
+        }
+        for j, c in enumerate(classes)
+    }
+    return {
+        "classes": classes,
+        "n_runs": len(run_dirs),
+        "runs": runs,
+        "metrics": metrics,
+        "per_class": per_class,
+        "pooled": {
+            "n_predictions": int(len(y_true)),
+            "n_images": int(len(set(keys))),
+            "n_per_class": pooled["n_per_class"],
+            "bootstrap": pooled["bootstrap"],
+        },
+    }
+
+
+def cv_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """Metric | Mean ± SD | Min-max | Pooled (95% CI)."""
+    rows = []
+    for name, entry in summary["metrics"].items():
+        label, pct = tables.METRIC_DISPLAY.get(name, (name, False))
+
+        def fmt(v, pct=pct):
+            return tables.format_value(v, percent=pct)
+
+        rows.append(
+            {
+                "Metric": label,
+                "Mean ± SD": f"{fmt(entry['mean'])} ± {fmt(entry['sd'])}",
+                "Min-max": f"{fmt(entry['min'])}-{fmt(entry['max'])}",
+                "Pooled (95% CI)": tables.format_ci(entry["pooled"], percent=pct),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_cv_summary(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write cv_summary.json, cv_summary.md and cv_summary.tex atomically into ``out_dir``."""
+    out_dir = Path(out_dir)
+    table = cv_table(summary)
+    b = summary["pooled"]["bootstrap"]
+    note = (
+        f"{summary['n_runs']} runs. Mean ± SD (ddof 1), min-max across runs; pooled: all runs' "
+        f"test predictions ({summary['pooled']['n_predictions']} predictions of "
+        f"{summary['pooled']['n_images']} "
+        f"images) with a {b['method']} by image ({b['n_boot']} resamples, seed {b['seed']})."
+    )
+    tex = tables.to_latex(table, caption="Cross-validation summary.", label="tab:cv", notes=note)
+    return {
+        "json": write_json(out_dir / "cv_summary.json", summary),
+        "md": write_text(out_dir / "cv_summary.md", tables.to_markdown(table) + "\n" + note + "\n"),
+        "tex": write_text(out_dir / "cv_summary.tex", tex),
+    }

@@ -1,0 +1,318 @@
+"""``evaluate_run``: a run directory's test metrics with CIs, calibration, tables and figures.
+
+Files written into the run directory (all atomically)::
+
+    metrics.json                  see below
+    tables/metrics.{md,tex}       scalar metrics with 95% CIs (+ temperature-scaling rows)
+    tables/per_class.{md,tex}     one-vs-rest precision, sensitivity, specificity, F1, AUC, AP
+    figures/<name>.{png,pdf}      confusion_matrix, confusion_matrix_normalized, roc, pr,
+                                  reliability, training_curves (when history.csv exists)
+    predictions/{val,test}.csv    only when missing or older than the checkpoint
+
+``metrics.json`` holds ``classes``, ``n``, ``n_per_class``, ``test_set`` (fingerprint: sha1 of
+the sorted (sha1-or-path, label) pairs of split.csv's test rows) and ``test_set_hash`` (its sha1),
+``bootstrap`` (method, n_boot, seed, confidence), ``metrics`` (each scalar metric as
+``{"value", "ci_low", "ci_high"}``), ``per_class`` (class -> metric -> interval, plus
+``support``), ``confusion_matrix`` (``labels``, ``counts``), ``calibration`` (``temperature``
+fitted on val, ``before``/``after`` ECE, Brier and NLL on test, ``reliability`` bins) and
+``definitions`` (how each metric is computed, in words).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cxrlab import __version__
+from cxrlab.errors import DataError
+from cxrlab.evaluation import figures, tables
+from cxrlab.evaluation.bootstrap import bootstrap_metrics
+from cxrlab.evaluation.calibration import (
+    calibration_summary,
+    reliability_curve,
+    temperature_scaling,
+)
+from cxrlab.evaluation.runs import (
+    check_run_dir,
+    ensure_predictions,
+    find_checkpoint,
+    fingerprint_test_set,
+    load_predictions,
+    run_classes,
+)
+from cxrlab.io import write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+#: The seed project's published test results (Keras, its own split): a note, not a baseline.
+SEED_PUBLISHED = {
+    "accuracy": 0.7016,
+    "macro_precision": 0.6450,
+    "macro_recall": 0.7053,
+    "macro_f1": 0.6484,
+}
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_run` computed and wrote.
+
+    Attributes:
+        run_dir: The run directory.
+        classes: Class names in model output order.
+        metrics: The content of ``metrics.json``.
+        files: Written files by short name (``metrics``, ``metrics_md``, ``roc_png``...).
+        probe: ``probe.json``'s summary when the run has one.
+    """
+
+    run_dir: Path
+    classes: list[str]
+    metrics: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+    probe: dict[str, Any] | None = None
+
+    def value(self, name: str) -> float:
+        """Point estimate of a scalar metric (e.g. ``"accuracy"``)."""
+        return self.metrics["metrics"][name]["value"]
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    device=None,
+    make_figures: bool = True,
+) -> EvaluationResult:
+    """Evaluate a run on its test split and write metrics, tables and figures into it.
+
+    Predictions (``predictions/{val,test}.csv``) are computed from the best checkpoint when
+    missing or older than it. Metrics get stratified percentile bootstrap CIs; temperature scaling
+    is fitted on the validation predictions and test calibration is reported before and after.
+
+    Args:
+        run_dir: A run directory written by ``cxrlab train`` (or any folder with
+            ``predictions/test.csv``, optionally ``predictions/val.csv`` and ``split.csv``).
+        n_boot: Bootstrap resamples (>= 1000 for reported intervals).
+        seed: Bootstrap seed.
+        device: Where to predict if predictions must be computed (default: CUDA if available).
+        make_figures: Draw figures (turn off for speed in bulk evaluation).
+
+    Returns:
+        An :class:`EvaluationResult`; files are written to ``metrics.json``, ``tables/`` and
+        ``figures/`` of the run directory.
+    """
+    run_dir = check_run_dir(run_dir)
+    if n_boot < 1000:
+        warnings.warn(
+            f"n_boot={n_boot}: percentile intervals from fewer than 1000 resamples are unstable; "
+            "use at least 1000 for reported results.",
+            UserWarning,
+            stacklevel=2,
+        )
+    found = ensure_predictions(run_dir, device=device)
+    classes = run_classes(run_dir, find_checkpoint(run_dir))
+    test = load_predictions(run_dir, "test", classes)
+    classes = list(test.classes)
+    logger.info(
+        "Evaluating %d test predictions of %s (%d bootstrap resamples)", len(test), run_dir, n_boot
+    )
+    result = bootstrap_metrics(
+        test.y_true, test.probs, labels=classes, y_pred=test.y_pred, n_boot=n_boot, seed=seed
+    )
+
+    calibration: dict[str, Any]
+    if "val" in found:
+        val = load_predictions(run_dir, "val", classes)
+        calibration = temperature_scaling(
+            val.y_true, val.probs, test.y_true, test.probs, labels=classes
+        )
+    else:
+        calibration = {
+            "temperature": None,
+            "note": "no validation predictions; temperature scaling skipped",
+            "before": calibration_summary(test.y_true, test.probs, labels=classes),
+            "reliability_before": reliability_curve(test.y_true, test.probs, labels=classes),
+        }
+    test_set = fingerprint_test_set(run_dir)
+    metrics = {
+        "cxrlab_version": __version__,
+        "split": "test",
+        "predictions": "predictions/test.csv",
+        "classes": classes,
+        "n": result["n"],
+        "n_per_class": result["n_per_class"],
+        "test_set": test_set,
+        "test_set_hash": test_set["sha1"],
+        "bootstrap": result["bootstrap"],
+        "metrics": result["metrics"],
+        "per_class": result["per_class"],
+        "confusion_matrix": result["confusion_matrix"],
+        "calibration": {
+            **{k: v for k, v in calibration.items() if not _is_array_like(v)},
+            "reliability": {
+                when: calibration[f"reliability_{when}"].to_dict(orient="list")
+                for when in ("before", "after")
+                if f"reliability_{when}" in calibration
+            },
+        },
+        "definitions": {
+            "averages": "macro = unweighted mean over classes where defined (scikit-learn, "
+            "zero_division=nan); weighted = mean weighted by class support",
+            "roc_auc": "one-vs-rest per class; macro = mean over classes",
+            "ece": "15 equal-width bins of the top-class probability",
+            "brier": "multiclass: mean over samples of sum over classes of (p - onehot)^2, "
+            "in [0, 2]",
+            "nll": "mean negative natural log probability of the true class",
+        },
+    }
+    files = {"metrics": write_json(run_dir / "metrics.json", metrics)}
+    files.update(_write_tables(run_dir, metrics))
+    if make_figures:
+        files.update(_write_figures(run_dir, test, classes, result, calibration))
+    probe = _probe_summary(run_dir)
+    logger.info("Wrote %s and %d other files", files["metrics"], len(files) - 1)
+    return EvaluationResult(
+        run_dir=run_dir, classes=classes, metrics=metrics, files=files, probe=probe
+    )
+
+
+def _is_array_like(value: Any) -> bool:
+    return isinstance(value, pd.DataFrame) or hasattr(value, "shape")
+
+
+def _calibration_rows(calibration: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    if calibration.get("temperature") is not None:
+        rows.append(
+            {
+                "Metric": "Temperature (fitted on val)",
+                "Value (95% CI)": f"{calibration['temperature']:.3f}",
+            }
+        )
+        for name, label in (("ece", "ECE"), ("brier", "Brier score"), ("nll", "NLL")):
+            rows.append(
+                {
+                    "Metric": f"{label} after temperature scaling",
+                    "Value (95% CI)": tables.format_value(
+                        calibration["after"][name], percent=False
+                    ),
+                }
+            )
+    return pd.DataFrame(rows, columns=["Metric", "Value (95% CI)"])
+
+
+def _write_tables(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
+    b = metrics["bootstrap"]
+    note = (
+        f"Test set: n = {metrics['n']}. 95% CIs: {b['method']}, {b['n_boot']} resamples, "
+        f"seed {b['seed']}. "
+        "Rates in percent; macro averages are unweighted means over classes."
+    )
+    main = pd.concat(
+        [tables.metrics_table(metrics["metrics"]), _calibration_rows(metrics["calibration"])],
+        ignore_index=True,
+    )
+    per_class = tables.per_class_table(metrics["per_class"])
+    out = {}
+    out["metrics_md"] = write_text(
+        run_dir / "tables" / "metrics.md", tables.to_markdown(main) + "\n" + note + "\n"
+    )
+    out["metrics_tex"] = write_text(
+        run_dir / "tables" / "metrics.tex",
+        tables.to_latex(
+            main,
+            caption="Test-set performance with 95% confidence intervals.",
+            label="tab:metrics",
+            notes=note,
+        ),
+    )
+    out["per_class_md"] = write_text(
+        run_dir / "tables" / "per_class.md", tables.to_markdown(per_class) + "\n" + note + "\n"
+    )
+    out["per_class_tex"] = write_text(
+        run_dir / "tables" / "per_class.tex",
+        tables.to_latex(
+            per_class,
+            caption="Per-class test-set performance (one-vs-rest) with 95% confidence intervals.",
+            label="tab:per-class",
+            notes=note,
+        ),
+    )
+    return out
+
+
+def _write_figures(
+    run_dir: Path, test, classes: list[str], result: dict, calibration: dict
+) -> dict[str, Path]:
+    fig_dir = run_dir / "figures"
+    cm = result["confusion_matrix"]["counts"]
+    made = {
+        "confusion_matrix": figures.plot_confusion_matrix(cm, classes),
+        "confusion_matrix_normalized": figures.plot_confusion_matrix(cm, classes, normalize=True),
+        "roc": figures.plot_roc_curves(test.y_true, test.probs, labels=classes),
+        "pr": figures.plot_pr_curves(test.y_true, test.probs, labels=classes),
+        "reliability": figures.plot_reliability(
+            calibration["reliability_before"],
+            calibration.get("reliability_after"),
+            ece_before=calibration["before"]["ece"],
+            ece_after=calibration.get("after", {}).get("ece"),
+            temperature=calibration.get("temperature"),
+        ),
+    }
+    history = run_dir / "history.csv"
+    if history.is_file():
+        try:
+            fig = figures.plot_training_curves(pd.read_csv(history))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            logger.warning("Could not read %s (%s); no training curves", history, exc)
+            fig = None
+        if fig is not None:
+            made["training_curves"] = fig
+    out = {}
+    for name, fig in made.items():
+        png, pdf = figures.save_figure(fig, fig_dir / name)
+        out[f"{name}_png"], out[f"{name}_pdf"] = png, pdf
+    return out
+
+
+def _probe_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The headline of ``probe.json`` (written by ``cxrlab explain probe``), or None.
+
+    Keeps its scalar entries (``shortcut_suspected``, ``split``, ``n_images``, the plain-language
+    ``summary``...), plus the clean and per-probe accuracies; nested details stay in the file.
+    """
+    path = run_dir / "probe.json"
+    if not path.is_file():
+        return None
+    try:
+        probe = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid JSON ({exc}); re-run the shortcut probe or delete it."
+        ) from None
+    if not isinstance(probe, dict):
+        return {"probe": probe}
+    if isinstance(probe.get("summary"), dict):
+        return probe["summary"]
+    skip = {"run_dir", "cxrlab_version", "summary"}
+    out = {
+        k: v
+        for k, v in probe.items()
+        if k not in skip and (v is None or isinstance(v, (str, int, float, bool)))
+    }
+    if isinstance(probe.get("clean"), dict) and "accuracy" in probe["clean"]:
+        out["clean_accuracy"] = probe["clean"]["accuracy"]
+    for name, entry in (probe.get("probes") or {}).items():
+        if isinstance(entry, dict) and "accuracy" in entry:
+            out[f"{name}_accuracy"] = entry["accuracy"]
+    if "summary" in probe:
+        out["summary"] = probe["summary"]
+    return out

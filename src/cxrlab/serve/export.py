@@ -1,0 +1,176 @@
+"""Export a trained classifier to ONNX, with the metadata needed to apply it without cxrlab.
+
+The graph takes (N, 1, S, S) float32 in [0, 1] (the intensity normalisation is inside it) and
+returns (N, K) logits. ``metadata_props`` carry the class names in output order (JSON), the input
+size and channels, the normalisation constants (informational), the model name, the cxrlab version
+and the input contract, so :class:`cxrlab.serve.runtime.OnnxPredictor` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrlab import __version__
+from cxrlab.errors import ConfigError
+from cxrlab.io import atomic_path
+from cxrlab.serve import runtime as rt
+
+logger = logging.getLogger(__name__)
+
+#: Largest |p_onnx - p_torch| accepted by the post-export check.
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: The ONNX file.
+        opset: ONNX opset of the default domain.
+        dynamic_batch: Whether the batch axis is symbolic.
+        max_abs_diff: Largest probability difference between ONNX Runtime and PyTorch on a random
+            check batch (``nan`` when the check was skipped).
+        metadata: The ``metadata_props`` written.
+    """
+
+    path: Path
+    opset: int
+    dynamic_batch: bool
+    max_abs_diff: float
+    metadata: dict[str, str]
+
+
+def onnx_metadata(meta: Any) -> dict[str, str]:
+    """The ``metadata_props`` entries describing a :class:`~cxrlab.models.ModelMeta`."""
+    return {
+        rt.ONNX_META_CLASSES: json.dumps(list(meta.classes)),
+        rt.ONNX_META_IMAGE_SIZE: str(int(meta.image_size)),
+        rt.ONNX_META_IN_CHANS: str(int(meta.in_chans)),
+        rt.ONNX_META_MEAN: repr(float(meta.mean)),
+        rt.ONNX_META_STD: repr(float(meta.std)),
+        rt.ONNX_META_MODEL_NAME: meta.model_name,
+        rt.ONNX_META_VERSION: __version__,
+        rt.ONNX_META_INPUT: f"image: {rt.INPUT_CONTRACT}; normalisation (mean/std) is in the graph",
+        rt.ONNX_META_OUTPUT: "logits: (N,K) float32; their softmax is in `classes` order",
+    }
+
+
+def export_onnx(
+    model_or_path: Any,
+    out: str | os.PathLike,
+    *,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    check: bool = True,
+) -> ExportResult:
+    """Export a classifier to an ONNX file, atomically.
+
+    Args:
+        model_or_path: A :class:`~cxrlab.models.CxrClassifier`, a run directory or a ``.ckpt``.
+        out: Destination ``.onnx`` file (written whole or not at all).
+        opset: ONNX opset (``None``: the exporter's default, 18 or later).
+        dynamic_batch: Make the batch axis symbolic; otherwise the graph takes exactly one image.
+        check: Run ONNX Runtime on a random batch and compare probabilities with PyTorch; a
+            difference above :data:`PARITY_TOLERANCE` raises.
+
+    Raises:
+        CheckpointError: The checkpoint cannot be read.
+        ConfigError: The exporter failed (e.g. an opset it does not support) or the check failed.
+    """
+    import onnx
+    import torch
+
+    from cxrlab.models import load_classifier
+
+    if hasattr(model_or_path, "meta"):
+        # A copy: the caller's model keeps its device and train/eval mode.
+        model = copy.deepcopy(model_or_path)
+    else:
+        model, _ = load_classifier(model_or_path)
+    model = model.cpu().eval()
+    meta = model.meta
+    out = Path(out)
+    size, chans = int(meta.image_size), int(meta.in_chans)
+    example = torch.rand(
+        2 if dynamic_batch else 1, chans, size, size, generator=torch.Generator().manual_seed(0)
+    )
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+
+    with tempfile.TemporaryDirectory(prefix="cxrlab-onnx-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # exporter chatter, not the user's to fix
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    raw,
+                    input_names=["image"],
+                    output_names=["logits"],
+                    opset_version=opset,
+                    dynamic_shapes=dynamic_shapes,
+                    external_data=False,
+                    optimize=True,
+                    verbose=False,
+                )
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"ONNX export of {meta.model_name!r} failed ({type(exc).__name__}: {detail}). "
+                "Try another --opset (e.g. 18) or report the model name and torch version."
+            ) from exc
+        proto = onnx.load(str(raw))
+
+    metadata = onnx_metadata(meta)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = (
+        f"cxrlab {__version__} export of {meta.model_name}: input {rt.INPUT_CONTRACT}, "
+        f"output logits over {list(meta.classes)}."
+    )
+    onnx.checker.check_model(proto)
+    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)
+
+    with atomic_path(out) as tmp_out:
+        onnx.save(proto, str(tmp_out))
+        diff = _parity(model, tmp_out, size, chans, dynamic_batch) if check else float("nan")
+    logger.info(
+        "Exported %s to %s (opset %d, %s batch, max |p_onnx - p_torch| = %.2g)",
+        meta.model_name,
+        out,
+        opset_used,
+        "dynamic" if dynamic_batch else "fixed",
+        diff,
+    )
+    return ExportResult(out, int(opset_used), dynamic_batch, diff, metadata)
+
+
+def _parity(model: Any, path: Path, size: int, chans: int, dynamic_batch: bool) -> float:
+    """Largest probability difference between ONNX Runtime and PyTorch on a random batch."""
+    import torch
+
+    n = 3 if dynamic_batch else 1
+    x = np.random.default_rng(0).random((n, 1, size, size), dtype=np.float32)
+    session = rt.OnnxPredictor(path, device="cpu")
+    with torch.inference_mode():
+        ref = rt.softmax(model(torch.from_numpy(np.repeat(x, chans, axis=1))).numpy())
+    diff = float(np.abs(session.predict_proba(x) - ref).max())
+    if not diff <= PARITY_TOLERANCE:
+        raise ConfigError(
+            f"The exported graph disagrees with PyTorch (max probability difference {diff:.3g} > "
+            f"{PARITY_TOLERANCE:g}); {path.name} was not written. Try another --opset."
+        )
+    return diff

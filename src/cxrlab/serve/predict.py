@@ -1,0 +1,392 @@
+"""Apply a trained model to image files and folders, streaming, one row per file.
+
+Folders are walked lazily (sorted, recursive) and predicted batch by batch, so a folder of 100,000
+files never has more than one batch of images in memory; :func:`predict_to_csv` writes rows as they
+come into a temporary file that is renamed onto the destination at the end. A file that cannot be
+read (not an image, empty, a DICOM without pixel data, ...) gives a row whose ``error`` column
+says why; the rest of its batch still runs.
+
+Output columns: ``path`` (absolute), ``predicted``, one probability per class named exactly as the
+class in the model's output order, ``error`` (empty when fine), and ``cam`` (the overlay's path)
+when CAMs were requested.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrlab.data.dicom import DICOM_SUFFIXES, is_dicom
+from cxrlab.data.images import IMAGE_SUFFIXES, load_for_model
+from cxrlab.errors import ConfigError, CxrlabError, DataError
+from cxrlab.serve.runtime import Device, Predictor, load_predictor
+
+logger = logging.getLogger(__name__)
+
+#: File suffixes picked up when walking folders (suffix-less files are sniffed for DICM).
+INPUT_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES
+
+#: Columns that are not class probabilities.
+RESERVED_COLUMNS = ("path", "predicted", "error", "cam")
+
+#: Progress: ``True`` logs every few batches, ``False`` is silent, a callable receives the number
+#: of files done so far after each batch.
+Progress = bool | Callable[[int], None]
+
+_LOG_EVERY = 20  # batches between progress log lines
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What :func:`predict_to_csv` did.
+
+    Attributes:
+        out: The CSV written.
+        n_files: Rows written (one per input file).
+        n_errors: Rows whose ``error`` is not empty.
+        counts: Files per predicted class, in the model's class order (errors excluded).
+        classes: Class names in output order.
+        model_name: Architecture name.
+        backend: ``"torch"`` or ``"onnx"``.
+        cam_dir: Folder of CAM overlays, if requested.
+    """
+
+    out: Path
+    n_files: int
+    n_errors: int
+    counts: dict[str, int] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    model_name: str = ""
+    backend: str = ""
+    cam_dir: Path | None = None
+
+
+def iter_input_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Yield the files to predict: given files as they are, folders walked recursively and lazily.
+
+    Inside folders only image suffixes (PNG, JPEG, TIFF, BMP, DICOM) and suffix-less files with the
+    DICM preamble are taken; hidden files and folders are skipped; the order is sorted by path, so a
+    rerun writes rows in the same order. Explicitly named files are always taken (an unreadable one
+    becomes an error row).
+
+    Raises:
+        DataError: A given path does not exist (checked before anything is yielded).
+    """
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise DataError(
+            f"Input path(s) do not exist: {', '.join(missing)}. Pass image files or folders."
+        )
+    for path in paths:
+        if path.is_dir():
+            yield from _walk(path.absolute())
+        else:
+            yield path.absolute()
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Depth-first walk in sorted name order (files and subfolders interleaved, like ``sorted``).
+
+    Only one folder's listing is held per level; symbolic links to folders are not followed.
+    """
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        logger.warning("Skipping folder %s: %s", folder, exc)
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path))
+        elif entry.is_file():
+            file = Path(entry.path)
+            suffix = file.suffix.lower()
+            if suffix in INPUT_SUFFIXES or (suffix == "" and is_dicom(file)):
+                yield file
+
+
+def count_input_files(paths: Iterable[str | os.PathLike]) -> int:
+    """Number of files :func:`iter_input_files` yields (a walk over names; nothing is decoded)."""
+    return sum(1 for _ in iter_input_files(paths))
+
+
+def iter_predictions(
+    model_or_path: Any,
+    paths: Iterable[str | os.PathLike],
+    *,
+    batch_size: int = 32,
+    device: Device | str | None = None,
+    cam_dir: str | os.PathLike | None = None,
+    progress: Progress = True,
+    workers: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Predict files batch by batch, yielding one row (a dict) per file in input order.
+
+    Args:
+        model_or_path: A run directory, ``.ckpt``, ``.onnx``, classifier or predictor.
+        paths: Files and/or folders (see :func:`iter_input_files`).
+        batch_size: Files decoded and predicted together.
+        device: ``"cpu"``, ``"cuda"`` or ``None`` (see :func:`.runtime.load_predictor`).
+        cam_dir: Write a Grad-CAM overlay PNG per image into this folder (PyTorch models only).
+        progress: ``True`` logs progress, ``False`` is silent, a callable gets the files done.
+        workers: Threads decoding images (``None``: up to 4, one per CPU).
+
+    Yields:
+        Dicts with the columns described in this module's docstring.
+
+    Raises:
+        CheckpointError: The model cannot be loaded (missing, truncated, other format version).
+        ConfigError: Invalid options (e.g. CAMs with an ONNX model, an output inside an input).
+        DataError: An input path does not exist.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    inputs = [Path(p) for p in paths]
+    predictor = load_predictor(model_or_path, device=device)
+    clash = sorted(set(predictor.classes) & set(RESERVED_COLUMNS))
+    if clash:
+        raise ConfigError(
+            f"Class name(s) {clash} collide with the prediction CSV's own columns "
+            f"{list(RESERVED_COLUMNS)}; rename the classes when training."
+        )
+    cam = _CamWriter(predictor, Path(cam_dir), inputs) if cam_dir is not None else None
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    size = predictor.image_size
+    done = n_errors = 0
+    files = iter_input_files(inputs)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxrlab-decode") as pool:
+        for chunk_index, chunk in enumerate(_chunks(files, batch_size)):
+            decoded = list(pool.map(lambda p: _decode(p, size), chunk))
+            ok = [i for i, (img, _) in enumerate(decoded) if img is not None]
+            probs = np.empty((0, len(predictor.classes)))
+            cam_paths: dict[int, str] = {}
+            if ok:
+                batch = np.stack([decoded[i][0] for i in ok])[:, None].astype(np.float32) / 255.0
+                probs = predictor.predict_proba(batch)
+                if cam is not None:
+                    cam_paths = cam.write(batch, [chunk[i] for i in ok], probs, start=done, ok=ok)
+            row_probs = dict(zip(ok, probs, strict=True))
+            for i, path in enumerate(chunk):
+                row = _row(path, predictor.classes, row_probs.get(i), decoded[i][1])
+                if cam is not None:
+                    row["cam"] = cam_paths.get(i, "")
+                n_errors += bool(row["error"])
+                yield row
+            done += len(chunk)
+            if callable(progress):
+                progress(done)
+            elif progress and (chunk_index + 1) % _LOG_EVERY == 0:
+                logger.info("Predicted %d files (%d errors)", done, n_errors)
+    if progress is True:
+        logger.info("Predicted %d files (%d errors)", done, n_errors)
+
+
+def predict_files(
+    model_or_path: Any,
+    paths: Iterable[str | os.PathLike],
+    *,
+    batch_size: int = 32,
+    device: Device | str | None = None,
+    cam_dir: str | os.PathLike | None = None,
+    progress: Progress = True,
+):
+    """Predict files and return all rows as a pandas DataFrame (for notebooks and small sets).
+
+    Takes the same arguments as :func:`iter_predictions`; for large folders prefer
+    :func:`predict_to_csv`, which never holds all rows.
+
+    Returns:
+        DataFrame with columns ``path``, ``predicted``, one per class, ``error`` (and ``cam``).
+    """
+    import pandas as pd
+
+    predictor = load_predictor(model_or_path, device=device)
+    rows = list(
+        iter_predictions(
+            predictor, paths, batch_size=batch_size, cam_dir=cam_dir, progress=progress
+        )
+    )
+    return pd.DataFrame(rows, columns=_columns(predictor.classes, cam_dir is not None))
+
+
+def predict_to_csv(
+    model_or_path: Any,
+    paths: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    device: Device | str | None = None,
+    cam_dir: str | os.PathLike | None = None,
+    progress: Progress = True,
+) -> PredictSummary:
+    """Predict files and stream the rows into ``out`` (CSV), written atomically at the end.
+
+    Args:
+        model_or_path: A run directory, ``.ckpt``, ``.onnx``, classifier or predictor.
+        paths: Files and/or folders.
+        out: Destination CSV; must not lie inside an input folder.
+        batch_size: Files decoded and predicted together.
+        device: ``"cpu"``, ``"cuda"`` or ``None``.
+        cam_dir: Folder for Grad-CAM overlays (PyTorch models only); must not lie inside an input.
+        progress: See :func:`iter_predictions`.
+
+    Returns:
+        A :class:`PredictSummary`.
+    """
+    from cxrlab.io import atomic_path
+
+    inputs = [Path(p) for p in paths]
+    out = Path(out)
+    _refuse_inside_inputs(out, inputs, "--out")
+    predictor = load_predictor(model_or_path, device=device)
+    columns = _columns(predictor.classes, cam_dir is not None)
+    counts: Counter[str] = Counter()
+    n_files = n_errors = 0
+    with atomic_path(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in iter_predictions(
+            predictor, inputs, batch_size=batch_size, cam_dir=cam_dir, progress=progress
+        ):
+            writer.writerow(_format(row, predictor.classes))
+            n_files += 1
+            if n_files % batch_size == 0:
+                fh.flush()  # each finished batch reaches the disk (the file is still temporary)
+            if row["error"]:
+                n_errors += 1
+            else:
+                counts[row["predicted"]] += 1
+    return PredictSummary(
+        out=out,
+        n_files=n_files,
+        n_errors=n_errors,
+        counts={c: counts.get(c, 0) for c in predictor.classes},
+        classes=tuple(predictor.classes),
+        model_name=predictor.model_name,
+        backend=predictor.backend,
+        cam_dir=Path(cam_dir) if cam_dir is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _columns(classes: tuple[str, ...], with_cam: bool) -> list[str]:
+    return ["path", "predicted", *classes, "error", *(["cam"] if with_cam else [])]
+
+
+def _chunks(items: Iterator[Path], size: int) -> Iterator[list[Path]]:
+    chunk: list[Path] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str]:
+    """(image, "") or (None, reason): a bad file never stops its batch."""
+    try:
+        return load_for_model(path, size), ""
+    except CxrlabError as exc:
+        return None, getattr(exc, "reason", None) or str(exc)
+    except MemoryError:
+        return None, "not enough memory to decode this image"
+    except Exception as exc:  # a decoder bug on one file must not end a 100k-file run
+        logger.debug("Unexpected error decoding %s", path, exc_info=True)
+        return None, f"could not decode ({type(exc).__name__}: {exc})"
+
+
+def _row(path: Path, classes: tuple[str, ...], probs, error: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"path": str(path)}
+    if probs is None:
+        row["predicted"] = ""
+        row.update({c: math.nan for c in classes})
+        row["error"] = error or "not predicted"
+    else:
+        row["predicted"] = classes[int(np.argmax(probs))]
+        row.update({c: float(p) for c, p in zip(classes, probs, strict=True)})
+        row["error"] = ""
+    return row
+
+
+def _format(row: dict[str, Any], classes: tuple[str, ...]) -> dict[str, Any]:
+    formatted = dict(row)
+    for c in classes:
+        p = row[c]
+        formatted[c] = "" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.8g}"
+    return formatted
+
+
+def _refuse_inside_inputs(target: Path, inputs: list[Path], option: str) -> None:
+    """Outputs never go inside an input folder (a dataset folder is never written to)."""
+    resolved = target.resolve()
+    for folder in inputs:
+        if folder.is_dir():
+            root = folder.resolve()
+            if resolved == root or root in resolved.parents:
+                raise ConfigError(
+                    f"{option} {target} lies inside the input folder {folder}; cxrlab never "
+                    "writes into a dataset folder. Choose a location outside it."
+                )
+
+
+class _CamWriter:
+    """Writes one Grad-CAM overlay PNG per predicted image (PyTorch back-end only)."""
+
+    def __init__(self, predictor: Predictor, folder: Path, inputs: list[Path]):
+        if predictor.backend != "torch":
+            raise ConfigError(
+                "CAM overlays need the PyTorch model (gradients); pass the run directory or "
+                ".ckpt instead of an ONNX file, or drop --cam."
+            )
+        try:
+            from cxrlab.explain.cam import compute_cams, overlay
+        except ImportError as exc:
+            raise ConfigError(
+                f"CAM overlays are unavailable in this installation ({exc}); drop --cam."
+            ) from None
+        _refuse_inside_inputs(folder, inputs, "--cam")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.predictor, self.folder = predictor, folder
+        self.compute_cams, self.overlay = compute_cams, overlay
+
+    def write(
+        self, batch: np.ndarray, paths: list[Path], probs: np.ndarray, *, start: int, ok: list[int]
+    ) -> dict[int, str]:
+        from PIL import Image
+
+        from cxrlab.io import atomic_path
+
+        x = self.predictor.to_tensor(batch)  # type: ignore[attr-defined]
+        cams = self.compute_cams(self.predictor.model, x, method="gradcam", target="predicted")  # type: ignore[attr-defined]
+        written: dict[int, str] = {}
+        for j, (i, path) in enumerate(zip(ok, paths, strict=True)):
+            gray = np.round(batch[j, 0] * 255.0).astype(np.uint8)
+            image = self.overlay(gray, cams[j])
+            label = self.predictor.classes[int(np.argmax(probs[j]))]
+            target = self.folder / f"{start + i:06d}_{path.stem}.{_safe(label)}.png"
+            with atomic_path(target) as tmp:
+                Image.fromarray(image).save(tmp, format="PNG")
+            written[i] = str(target)
+        return written
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)

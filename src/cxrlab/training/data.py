@@ -1,0 +1,87 @@
+"""Batches straight from the in-memory uint8 cache: no per-image decode, no worker processes.
+
+Each batch is gathered with one fancy-indexing call (``__getitems__``) and travels to the device as
+uint8 (4x less traffic than float32); conversion and augmentation happen there (see
+:class:`~cxrlab.training.module.CxrLightningModule`).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class CachedImages(Dataset):
+    """Rows of a uint8 image array with integer labels.
+
+    ``dataset[i]`` gives ``((S, S) uint8 tensor, label)``; ``dataset.__getitems__(indices)`` gives
+    the whole batch as ``((B, S, S) uint8, (B,) int64)`` in one gather.
+    """
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray):
+        self.images = torch.from_numpy(np.ascontiguousarray(images[rows]))
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
+
+
+def _already_collated(batch):
+    return batch
+
+
+class CachedDataModule(L.LightningDataModule):
+    """Train/val/test loaders over cached images.
+
+    Args:
+        images: (N, S, S) uint8 array of every image in the split manifest.
+        splits: Split name per row of ``images`` ("train", "val", "test", or other to skip).
+        labels: Integer class per row.
+        batch_size: Batch size per device.
+        seed: Seeds the shuffling generator.
+        pin_memory: Pin batches for asynchronous host-to-device copies (CUDA).
+    """
+
+    def __init__(self, images, splits, labels, *, batch_size: int, seed: int, pin_memory: bool):
+        super().__init__()
+        splits = np.asarray(splits)
+        labels = np.asarray(labels)
+        self.datasets = {
+            name: CachedImages(images, np.flatnonzero(splits == name), labels[splits == name])
+            for name in ("train", "val", "test")
+        }
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pin_memory = pin_memory
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        dataset = self.datasets[name]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.batch_size,
+            num_workers=0,
+            pin_memory=self.pin_memory,
+            collate_fn=_already_collated,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

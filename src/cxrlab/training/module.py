@@ -1,0 +1,118 @@
+"""The LightningModule: loss, optimiser and schedule per recipe, device-side preprocessing."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from cxrlab.models.checkpoint import META_KEY
+from cxrlab.models.classifier import CxrClassifier
+from cxrlab.training.augment import augment_batch
+from cxrlab.training.recipes import Recipe
+
+
+class CxrLightningModule(L.LightningModule):
+    """Trains a :class:`CxrClassifier` on uint8 batches.
+
+    Batches arrive as ``((B, S, S) uint8, (B,) int64)``; :meth:`on_after_batch_transfer` turns them
+    into (B, 1, S, S) float in [0, 1] on the device and augments training batches there.
+    Validation metrics are torchmetrics objects, so under DDP they are reduced over all ranks.
+    """
+
+    def __init__(self, model: CxrClassifier, recipe: Recipe, *, seed: int, channels_last: bool):
+        super().__init__()
+        self.model = model
+        self.recipe = recipe
+        self.seed = seed
+        self.channels_last = channels_last
+        k = len(model.meta.classes)
+        self.val_acc = MulticlassAccuracy(num_classes=k, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes=k, average="macro")
+        self._generator: torch.Generator | None = None
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    # -- data on the device -------------------------------------------------------------------
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            rank = self.global_rank if self._trainer is not None else 0
+            self._generator = torch.Generator(device=device).manual_seed(self.seed * 1000 + rank)
+        return self._generator
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        x = images.unsqueeze(1).float().div_(255)
+        if self.trainer.training:
+            x = augment_batch(x, self.recipe.augment, self._augment_generator(x.device))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, labels
+
+    # -- steps ----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y)
+        )
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x).float()
+        loss = F.cross_entropy(logits, y)
+        self.val_acc.update(logits, y)
+        self.val_f1.update(logits, y)
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y), prog_bar=True)
+        self.log("val_acc", self.val_acc, on_epoch=True, batch_size=len(y), prog_bar=True)
+        self.log("val_f1", self.val_f1, on_epoch=True, batch_size=len(y), prog_bar=True)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        r = self.recipe
+        params = self.model.parameters()
+        if r.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay)
+        elif r.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+        else:
+            opt = torch.optim.SGD(
+                params, lr=r.lr, momentum=0.9, nesterov=True, weight_decay=r.weight_decay
+            )
+        if r.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="min", factor=0.5, patience=10, min_lr=1e-5
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+        if r.scheduler == "none":
+            return opt
+        steps = int(self.trainer.estimated_stepping_batches)
+        if r.scheduler == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=r.lr,
+                total_steps=max(steps, 1),
+                pct_start=min(0.3, r.warmup_epochs / max(r.epochs, 1)) or 0.05,
+                anneal_strategy="cos",
+            )
+        else:  # cosine with linear warm-up
+            warm = int(steps * r.warmup_epochs / max(r.epochs, 1))
+            sched = torch.optim.lr_scheduler.SequentialLR(
+                opt,
+                [
+                    torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, total_iters=max(warm, 1)),
+                    torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps - warm, 1)),
+                ],
+                milestones=[max(warm, 1)],
+            )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints carry the model's metadata ---------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[META_KEY] = self.model.meta.to_dict()

@@ -1,0 +1,308 @@
+"""``train(config)``: dataset folder in, finished run directory out."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from cxrlab.config import TrainConfig, save_config
+from cxrlab.data.cache import ImageCache, ProgressFn, build_cache
+from cxrlab.errors import ConfigError, DataError, RunDirError
+from cxrlab.io import write_csv, write_json
+from cxrlab.training.recipes import Recipe, resolve_recipe
+
+log = logging.getLogger(__name__)
+
+#: Written last by a successful training; its presence marks a finished run.
+SUMMARY_FILE = "train_summary.json"
+
+
+@dataclass
+class TrainResult:
+    """What a finished training produced."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    monitor: str
+    best_score: float | None
+    epochs_run: int
+    seconds: float
+    classes: list[str]
+
+
+@dataclass
+class PreparedData:
+    """A split manifest with its decoded images (row i of ``cache.images`` is row i of ``split``)."""
+
+    split: pd.DataFrame
+    classes: list[str]
+    cache: ImageCache
+
+
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuse to clobber a run: finished or half-finished runs need --overwrite or --resume."""
+    out, data = config.out.resolve(), config.data.resolve()
+    if out == data or data in out.parents:
+        raise RunDirError(
+            f"The run directory {config.out} is inside the dataset folder {config.data}; cxrlab "
+            "never writes into a dataset. Choose --out outside it."
+        )
+    if not out.exists() or not any(out.iterdir()):
+        return
+    is_run = (out / "config.yaml").exists()
+    if config.overwrite:
+        if not is_run:
+            raise RunDirError(
+                f"{out} is not empty and is not a cxrlab run directory (no config.yaml); refusing "
+                "to overwrite it even with --overwrite. Choose another --out."
+            )
+        shutil.rmtree(out)
+        return
+    if config.resume:
+        if not (out / "checkpoints" / "last.ckpt").exists():
+            raise RunDirError(f"Cannot resume: {out}/checkpoints/last.ckpt does not exist.")
+        return
+    state = "a finished run" if (out / SUMMARY_FILE).exists() else "an unfinished run"
+    raise RunDirError(
+        f"{out} already holds {state}. Pass --resume to continue it, --overwrite to replace it, "
+        "or choose another --out."
+    )
+
+
+def prepare_data(
+    config: TrainConfig, image_size: int, progress: ProgressFn | None = None
+) -> PreparedData:
+    """Scan the dataset, decode it into the cache and split it (or reuse the run's split.csv)."""
+    from cxrlab.data.scan import scan_dataset
+    from cxrlab.data.splits import kfold_split, make_split
+
+    split_path = config.out / "split.csv"
+    if config.resume and split_path.exists():
+        split = pd.read_csv(split_path, keep_default_na=False)
+        classes = list(pd.read_json(config.out / "classes.json", typ="series"))
+    else:
+        scanned = scan_dataset(
+            config.data,
+            strict=config.strict,
+            limit_per_class=config.limit_per_class,
+            seed=config.seed,
+            near_duplicates=config.split.near_duplicates,
+        )
+        classes = list(scanned.classes)
+        index = scanned.index.reset_index(drop=True)
+        cache = build_cache(
+            index["path"].tolist(), index["sha1"].tolist(), image_size,
+            cache_dir=config.cache_dir, workers=config.decode_workers, progress=progress,
+        )  # fmt: skip
+        if cache.errors:
+            bad = [f"{index.at[i, 'path']}: {why}" for i, why in sorted(cache.errors.items())]
+            if config.strict:
+                raise DataError(
+                    f"{len(bad)} image(s) could not be decoded and --strict is set:\n  "
+                    + "\n  ".join(bad[:20])
+                )
+            warnings.warn(
+                f"Skipping {len(bad)} undecodable image(s); first: {bad[0]}", stacklevel=2
+            )
+            index = index[cache.ok].reset_index(drop=True)
+        s = config.split
+        if s.folds:
+            split = kfold_split(
+                index, folds=s.folds, fold=s.fold, val=s.val, seed=config.seed, method=s.method
+            )
+        else:
+            split = make_split(index, method=s.method, val=s.val, test=s.test, seed=config.seed)
+    # One cache entry per split manifest, so evaluation and later runs find the same key.
+    cache = build_cache(
+        split["path"].tolist(), split["sha1"].tolist(), image_size,
+        cache_dir=config.cache_dir, workers=config.decode_workers, progress=progress,
+    )  # fmt: skip
+    return PreparedData(split=split, classes=classes, cache=cache)
+
+
+def _trainer_kwargs(config: TrainConfig) -> dict:
+    accelerator = "gpu" if config.accelerator == "cuda" else config.accelerator
+    cuda = torch.cuda.is_available()
+    if accelerator == "gpu" and not cuda:
+        raise ConfigError("--accelerator gpu was requested but no CUDA GPU is visible.")
+    uses_gpu = accelerator == "gpu" or (accelerator == "auto" and cuda)
+    if uses_gpu and isinstance(config.devices, int) and config.devices > torch.cuda.device_count():
+        raise ConfigError(
+            f"--devices {config.devices} asks for more GPUs than the {torch.cuda.device_count()} "
+            "visible on this machine. Lower --devices (it counts GPUs per node)."
+        )
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if uses_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    elif precision == "32":
+        precision = "32-true"
+    return dict(
+        accelerator=accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=precision,
+    )
+
+
+def _check_resume_schedule(config: TrainConfig, recipe: Recipe) -> None:
+    """A step-based schedule (one-cycle, cosine) is fixed by the epoch count: it can't be extended."""
+    import yaml
+
+    saved_path = config.out / "config.yaml"
+    if not (config.resume and saved_path.exists()) or recipe.scheduler not in (
+        "onecycle",
+        "cosine",
+    ):
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    saved_recipe = resolve_recipe(TrainConfig(**saved))
+    if saved_recipe.epochs != recipe.epochs:
+        raise ConfigError(
+            f"Cannot resume {config.out} with {recipe.epochs} epochs: it was started with "
+            f"{saved_recipe.epochs} and its {recipe.scheduler} schedule is laid out over that many. "
+            "Resume with the original --epochs, or start a new run."
+        )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    progress: ProgressFn | None = None,
+    callbacks: list | None = None,
+) -> TrainResult:
+    """Train one model and return where its run directory is.
+
+    Writes ``config.yaml``, ``environment.json``, ``split.csv``, ``classes.json``,
+    ``checkpoints/{best,last}.ckpt``, ``history.csv`` and ``train_summary.json`` into
+    ``config.out``. Rank 0 alone writes files under DDP.
+
+    Args:
+        config: The run's options.
+        progress: ``progress(done, total)`` while images are decoded into the cache.
+        callbacks: Extra Lightning callbacks (e.g. for custom logging).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cxrlab.models.classifier import create_classifier
+    from cxrlab.training.callbacks import AtomicModelCheckpoint, HistoryCSV
+    from cxrlab.training.data import CachedDataModule
+    from cxrlab.training.environment import collect_environment
+    from cxrlab.training.module import CxrLightningModule
+
+    if not config.data.exists():
+        raise DataError(f"Dataset folder {config.data} does not exist. Check --data.")
+    is_zero = rank_zero_only.rank == 0
+    if is_zero and not (config.resume and (config.out / "split.csv").exists()):
+        check_run_dir(config)
+    trainer_kwargs = _trainer_kwargs(config)
+    recipe: Recipe = resolve_recipe(config)
+    _check_resume_schedule(config, recipe)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+
+    data = prepare_data(config, recipe.image_size, progress)
+    split, classes = data.split, data.classes
+    if is_zero:
+        config.out.mkdir(parents=True, exist_ok=True)
+        save_config(config, config.out / "config.yaml")
+        write_json(config.out / "environment.json", collect_environment(config.seed))
+        write_csv(config.out / "split.csv", split)
+        write_json(config.out / "classes.json", classes)
+
+    label_ids = split["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    datamodule = CachedDataModule(
+        data.cache.load().images,
+        split["split"].to_numpy(),
+        label_ids,
+        batch_size=recipe.batch_size,
+        seed=config.seed,
+        pin_memory=torch.cuda.is_available(),
+    )
+    for name in ("train", "val"):
+        if len(datamodule.datasets[name]) == 0:
+            raise DataError(f"The {name} split is empty; use more images or other split fractions.")
+
+    model = create_classifier(
+        config.model, classes, image_size=recipe.image_size, pretrained=config.pretrained
+    )
+    module = CxrLightningModule(model, recipe, seed=config.seed, channels_last=config.channels_last)
+    if config.compile:
+        module.model = torch.compile(module.model)
+
+    ckpt_dir = config.out / "checkpoints"
+    checkpoint = AtomicModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=recipe.monitor,
+        mode=recipe.monitor_mode,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+    callbacks = [checkpoint, HistoryCSV(config.out / "history.csv"), *(callbacks or [])]
+    if recipe.early_stopping_patience:
+        callbacks.append(
+            EarlyStopping(monitor="val_loss", mode="min", patience=recipe.early_stopping_patience)
+        )
+    trainer = L.Trainer(
+        **trainer_kwargs,
+        max_epochs=recipe.epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=config.out,
+        log_every_n_steps=1,
+    )
+    last = ckpt_dir / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(
+        module,
+        datamodule=datamodule,
+        ckpt_path=str(last) if config.resume and last.exists() else None,
+    )
+    seconds = time.perf_counter() - start
+
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    score = checkpoint.best_model_score
+    result = TrainResult(
+        run_dir=config.out,
+        best_checkpoint=best,
+        monitor=recipe.monitor,
+        best_score=float(score) if score is not None else None,
+        epochs_run=trainer.current_epoch,
+        seconds=seconds,
+        classes=classes,
+    )
+    if trainer.is_global_zero:
+        write_json(
+            config.out / SUMMARY_FILE,
+            {
+                "best_checkpoint": str(best.relative_to(config.out)),
+                "monitor": result.monitor,
+                "best_score": result.best_score,
+                "epochs_run": result.epochs_run,
+                "seconds": seconds,
+                "recipe": _recipe_dict(recipe),
+                "precision": trainer_kwargs["precision"],
+                "world_size": trainer.world_size,
+            },
+        )
+    return result
+
+
+def _recipe_dict(recipe: Recipe) -> dict:
+    from dataclasses import asdict
+
+    return asdict(recipe)

@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny synthetic datasets in the real folder layouts, and the real-data subset.
+
+* ``synth_dataset`` (session): 4 classes x 6 images, 64 px, with masks and metadata (3 sources per
+  class), written once by :func:`cxrlab.data.synth.synthesize`; the path is the
+  ``COVID-19_Radiography_Dataset`` folder. Read-only by convention: copy it before modifying.
+* ``synth_shortcut_dataset`` (session): the same with the planted class-correlated shortcut.
+* ``tiny_layout`` (function): a factory writing a few random-noise PNGs in a chosen layout, for
+  tests of folder handling where image content does not matter.
+* ``rdb_mini`` (session): the real-data subset ``../shared/data/rdb-mini``, or a skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cxrlab.data.synth import synthesize
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+RDB_MINI = SHARED_DATA / "rdb-mini"
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory) -> Path:
+    """A 4-class x 6-image, 64 px synthetic dataset with masks and metadata (do not modify)."""
+    return synthesize(tmp_path_factory.mktemp("synth"), per_class=6, size=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synth_shortcut_dataset(tmp_path_factory) -> Path:
+    """Like ``synth_dataset`` (same seed, so identical lungs) with the planted shortcut."""
+    return synthesize(
+        tmp_path_factory.mktemp("synth_shortcut"), per_class=6, size=64, seed=0, shortcut=True
+    )
+
+
+@pytest.fixture(scope="session")
+def rdb_mini() -> Path:
+    """The real-data subset's dataset folder; skips when ``../shared/data`` is absent."""
+    root = RDB_MINI / "COVID-19_Radiography_Dataset"
+    if not root.is_dir():
+        pytest.skip(f"real-data subset not found at {root}")
+    return root
+
+
+TinyLayout = Callable[..., Path]
+
+
+@pytest.fixture
+def tiny_layout(tmp_path) -> TinyLayout:
+    """Factory writing a tiny dataset of random-noise PNGs; returns the dataset folder.
+
+    Call as ``tiny_layout({"COVID": 3, "Normal": 2}, layout="current", size=16, masks=True,
+    metadata=None, name="COVID-19_Radiography_Dataset")``:
+
+    * ``layout="current"``: ``<Class>/images/<Class>-<i>.png`` (+ ``<Class>/masks/`` if ``masks``);
+      ``layout="flat"``: ``<Class>/<Class>-<i>.png`` (older release, no masks).
+    * ``metadata``: ``{class: [url, ...]}`` writes ``<Class>.metadata.xlsx`` with one URL per
+      image (cycled).
+    * Every image is distinct (seeded noise); ``i`` starts at 1 like the real release.
+    """
+    counter = {"n": 0}
+
+    def make(
+        spec: Mapping[str, int] | None = None,
+        *,
+        layout: str = "current",
+        size: int = 16,
+        masks: bool = True,
+        metadata: Mapping[str, list[str]] | None = None,
+        name: str = "COVID-19_Radiography_Dataset",
+        seed: int = 0,
+    ) -> Path:
+        spec = dict(spec or {"COVID": 3, "Normal": 3})
+        counter["n"] += 1
+        root = tmp_path / f"layout{counter['n']}" / name
+        rng = np.random.default_rng(seed)
+        for cls, n in spec.items():
+            image_dir = root / cls / "images" if layout == "current" else root / cls
+            image_dir.mkdir(parents=True, exist_ok=True)
+            for i in range(1, n + 1):
+                arr = rng.integers(0, 256, size=(size, size), dtype=np.uint8)
+                Image.fromarray(arr, mode="L").save(image_dir / f"{cls}-{i}.png")
+                if masks and layout == "current":
+                    (root / cls / "masks").mkdir(exist_ok=True)
+                    mask = np.zeros((size, size), dtype=np.uint8)
+                    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
+                    Image.fromarray(mask, mode="L").save(root / cls / "masks" / f"{cls}-{i}.png")
+            if metadata and cls in metadata:
+                urls = metadata[cls]
+                frame = pd.DataFrame(
+                    {
+                        "FILE NAME": [f"{cls}-{i}" for i in range(1, n + 1)],
+                        "FORMAT": "PNG",
+                        "SIZE": f"{size}*{size}",
+                        "URL": [urls[(i - 1) % len(urls)] for i in range(1, n + 1)],
+                    }
+                )
+                frame.to_excel(root / f"{cls}.metadata.xlsx", index=False)
+        return root
+
+    return make

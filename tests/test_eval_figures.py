@@ -1,0 +1,114 @@
+"""Figures: PNG + PDF written, fonts >= 9 pt, class names readable and not overlapping."""
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
+from PIL import Image
+
+from cxrlab.evaluation import figures as F
+from cxrlab.evaluation.calibration import apply_temperature, reliability_curve
+
+CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+
+
+@pytest.fixture(scope="module")
+def predictions():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    z = rng.normal(size=(200, 4)) * 2
+    z[np.arange(200), y] += 2
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return np.array(CLASSES, dtype=object)[y], p
+
+
+def _texts(fig):
+    FigureCanvasAgg(fig).draw()
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def _assert_readable(fig):
+    texts = _texts(fig)
+    assert texts
+    small = [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < 9]
+    assert not small
+
+
+def _assert_no_overlap(labels):
+    boxes = [t.get_window_extent() for t in labels if t.get_text()]
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b)
+
+
+def test_confusion_matrix_counts_and_normalised(tmp_path):
+    cm = np.array([[50, 2, 1, 0], [3, 40, 5, 2], [0, 4, 60, 1], [1, 0, 2, 30]])
+    for normalize in (False, True):
+        fig = F.plot_confusion_matrix(cm, CLASSES, normalize=normalize)
+        _assert_readable(fig)
+        ax = fig.axes[0]
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == ["COVID", "Lung\nOpacity", "Normal", "Viral\nPneumonia"]
+        _assert_no_overlap(ax.get_xticklabels())
+        _assert_no_overlap(ax.get_yticklabels())
+        cells = [t.get_text() for t in ax.texts]
+        assert ("94.3%\n(50)" in cells) if normalize else ("50" in cells)  # 50 / 53 = 94.3%
+    paths = F.save_figure(fig, tmp_path / "figures" / "confusion_matrix")
+    assert [p.name for p in paths] == ["confusion_matrix.png", "confusion_matrix.pdf"]
+    with Image.open(paths[0]) as im:
+        assert im.info["dpi"][0] >= 150
+    assert paths[1].read_bytes()[:4] == b"%PDF"
+
+
+def test_confusion_matrix_with_an_empty_row():
+    cm = np.array([[3, 1], [0, 0]])
+    fig = F.plot_confusion_matrix(cm, ["A", "B"], normalize=True)
+    assert "n/a" in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_roc_and_pr_legends_carry_auc(predictions):
+    y, p = predictions
+    roc = F.plot_roc_curves(y, p, labels=CLASSES)
+    _assert_readable(roc)
+    legend = [t.get_text() for t in roc.axes[0].get_legend().get_texts()]
+    assert len(legend) == 5 and legend[1].startswith("Lung Opacity (AUC 0.")
+    assert legend[-1].startswith("macro average (mean AUC")
+    pr = F.plot_pr_curves(y, p, labels=CLASSES)
+    _assert_readable(pr)
+    assert "macro AP" in pr.axes[0].get_title()
+
+
+def test_reliability_before_after(predictions):
+    y, p = predictions
+    before = reliability_curve(y, p, labels=CLASSES)
+    after = reliability_curve(y, apply_temperature(p, 1.5), labels=CLASSES)
+    fig = F.plot_reliability(before, after, ece_before=0.1, ece_after=0.02, temperature=1.5)
+    _assert_readable(fig)
+    assert len(fig.axes) == 2
+    assert "ECE = 0.100" in fig.axes[0].get_title() and "T = 1.50" in fig.axes[1].get_title()
+    assert len(F.plot_reliability(before).axes) == 1
+
+
+def test_training_curves_handle_missing_columns():
+    full = pd.DataFrame(
+        {"epoch": [0, 1, 2], "train_loss": [1.0, 0.8, 0.6], "val_loss": [1.1, 0.9, 0.8],
+         "val_acc": [0.5, 0.6, 0.7], "val_f1": [0.4, 0.5, 0.6], "lr": [1e-3, 1e-3, 1e-4]}
+    )  # fmt: skip
+    fig = F.plot_training_curves(full)
+    _assert_readable(fig)
+    assert [ax.get_title() for ax in fig.axes] == ["Loss", "Validation metrics", "Learning rate"]
+    assert fig.axes[0].lines[0].get_xdata().tolist() == [1, 2, 3]  # epochs shown from 1
+    partial = F.plot_training_curves(full[["epoch", "val_loss"]])
+    assert [ax.get_title() for ax in partial.axes] == ["Loss"]
+    assert len(partial.axes[0].lines) == 1
+    assert F.plot_training_curves(pd.DataFrame({"epoch": [0, 1], "other": [1, 2]})) is None
+    no_epoch = F.plot_training_curves(pd.DataFrame({"train_loss": [1.0, np.nan, 0.5]}))
+    assert no_epoch.axes[0].lines[0].get_xdata().tolist() == [1, 3]
+
+
+def test_display_name():
+    assert F.display_name("Viral Pneumonia") == "Viral\nPneumonia"
+    assert F.display_name("Lung_Opacity") == "Lung\nOpacity"
+    assert F.display_name("COVID") == "COVID"

@@ -1,0 +1,129 @@
+"""Training end to end on tiny synthetic data: run directory, resume, refusals, DDP on CPU."""
+
+import os
+import subprocess
+import sys
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from cxrlab.config import load_config
+from cxrlab.errors import ConfigError, RunDirError
+from cxrlab.models import load_classifier
+from cxrlab.training import train
+from cxrlab.training.inference import predict_split
+
+
+def _config(data, out, tmp_path, **kw):
+    base = dict(
+        data=data, out=out, model="resnet18", image_size=32, epochs=2, batch_size=8,
+        cache_dir=tmp_path / "cache", progress=False, seed=0,
+    )  # fmt: skip
+    base.update(kw)
+    return load_config(**base)
+
+
+@pytest.fixture(scope="module")
+def trained_run(synth_dataset, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = _config(synth_dataset, tmp / "run", tmp)
+    return cfg, train(cfg)
+
+
+def test_run_directory_is_complete(trained_run):
+    cfg, result = trained_run
+    run = result.run_dir
+    for name in ("config.yaml", "environment.json", "split.csv", "history.csv", "classes.json",
+                 "train_summary.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):  # fmt: skip
+        assert (run / name).is_file(), name
+    split = pd.read_csv(run / "split.csv")
+    assert set(split["split"]) == {"train", "val", "test"}
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    assert history[["train_loss", "val_loss", "val_f1"]].notna().all().all()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"] == "resnet18" and saved["seed"] == 0 and saved["split"]["test"] == 0.15
+    assert result.classes == ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
+
+
+def test_lightning_checkpoint_loads_without_training_code(trained_run):
+    _, result = trained_run
+    model, meta = load_classifier(result.run_dir)
+    assert meta.model_name == "resnet18" and meta.image_size == 32
+    assert model(torch.rand(1, 1, 32, 32)).shape == (1, 4)
+
+
+def test_predict_split_frame(trained_run):
+    _, result = trained_run
+    frame = predict_split(result.run_dir, "test", device="cpu")
+    split = pd.read_csv(result.run_dir / "split.csv")
+    assert len(frame) == (split["split"] == "test").sum()
+    probs = frame[result.classes].to_numpy()
+    assert abs(probs.sum(axis=1) - 1).max() < 1e-5
+    assert list(frame.columns[:3]) == ["path", "label", "predicted"]
+
+
+def test_finished_run_is_refused(trained_run):
+    cfg, _ = trained_run
+    with pytest.raises(RunDirError, match="finished run.*--resume"):
+        train(cfg)
+    with pytest.raises(ConfigError, match="original --epochs"):
+        train(cfg.model_copy(update={"resume": True, "epochs": 5}))
+
+
+class _Crash(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(synth_dataset, tmp_path):
+    cfg = _config(synth_dataset, tmp_path / "run", tmp_path, model="seed-cnn", epochs=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, callbacks=[_Crash()])
+    assert (cfg.out / "checkpoints" / "last.ckpt").is_file()
+    assert not (cfg.out / "train_summary.json").exists()
+    with pytest.raises(RunDirError, match="unfinished run"):
+        train(cfg)
+    resumed = train(cfg.model_copy(update={"resume": True}))
+    history = pd.read_csv(resumed.run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert (cfg.out / "train_summary.json").is_file()
+
+
+def test_same_seed_same_weights(synth_dataset, tmp_path):
+    a = train(_config(synth_dataset, tmp_path / "a", tmp_path, epochs=1, model="seed-cnn"))
+    b = train(_config(synth_dataset, tmp_path / "b", tmp_path, epochs=1, model="seed-cnn"))
+    sa = torch.load(a.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    sb = torch.load(b.run_dir / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_out_inside_dataset_is_refused(synth_dataset, tmp_path):
+    with pytest.raises(RunDirError, match="never writes into a dataset"):
+        train(_config(synth_dataset, synth_dataset / "run", tmp_path))
+
+
+def test_too_many_gpus_is_a_clear_error(synth_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="GPU"):
+        train(_config(synth_dataset, tmp_path / "r", tmp_path, accelerator="gpu", devices=64))
+
+
+def test_ddp_two_cpu_processes(synth_dataset, tmp_path):
+    """Two-process DDP on CPU through the real CLI, as torchrun/SLURM would launch it."""
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "cxrlab", "train", "--data", str(synth_dataset), "--out", str(out),
+        "--model", "seed-cnn", "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+        "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+        "--cache-dir", str(tmp_path / "cache"), "--no-evaluate",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = yaml.safe_load((out / "train_summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert (out / "checkpoints" / "best.ckpt").is_file()
