@@ -188,7 +188,7 @@ def bench_cxrlab(args, device, files, labels, k, cache_dir) -> tuple[float, floa
         files, hashes, args.image_size, cache_dir=cache_dir, workers=args.decode_workers
     )
     cache_seconds = time.perf_counter() - start
-    images = cache.load().images
+    images = cache.images
 
     recipe = Recipe(**{**_DEFAULTS["modern"], "epochs": args.epochs, "batch_size": args.batch_size,
                        "image_size": args.image_size})  # fmt: skip
@@ -196,6 +196,7 @@ def bench_cxrlab(args, device, files, labels, k, cache_dir) -> tuple[float, floa
     splits[: args.batch_size] = "val"  # Lightning wants a val loader; one small batch
     dm = CachedDataModule(images, splits, np.asarray(labels), batch_size=args.batch_size, seed=0,
                           pin_memory=device.type == "cuda")  # fmt: skip
+    del images, cache  # the data module holds its own copy; unmap the cache file
     model = create_classifier(args.model, [str(i) for i in range(k)], image_size=args.image_size)
     module = CxrLightningModule(model, recipe, seed=0, channels_last=True)
 
@@ -220,6 +221,7 @@ def bench_cxrlab(args, device, files, labels, k, cache_dir) -> tuple[float, floa
         devices=1,
         precision="bf16-mixed" if device.type == "cuda" else "32-true",
         max_epochs=args.epochs,
+        limit_train_batches=args.limit_batches,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -245,6 +247,9 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=2, help="tutorial DataLoader workers")
     p.add_argument("--decode-workers", type=int, default=None, help="cache decode processes")
     p.add_argument("--warmup-steps", type=int, default=3)
+    p.add_argument(
+        "--limit-batches", type=int, default=None, help="cap cxrlab batches per epoch (memory checks)"
+    )
     p.add_argument("--data", type=Path, default=None)
     p.add_argument("--only", choices=["all", "cxrlab", "tutorial", "ceiling"], default="all")
     args = p.parse_args(argv)

@@ -106,3 +106,37 @@ def tiny_layout(tmp_path) -> TinyLayout:
         return root
 
     return make
+
+
+def _informative_model(name: str, classes, size: int, *, in_chans: int = 1, seed: int = 0):
+    """A randomly initialised classifier whose outputs vary with the input, in eval mode.
+
+    Fresh batch-norm statistics (mean 0, var 1) make a random network's probabilities nearly
+    constant (~1e-5 apart), too flat for a test to tell images apart; re-estimating them on a
+    calibration batch spreads the probabilities over tenths.
+    """
+    import torch
+
+    from cxrlab.models import create_classifier
+
+    with torch.random.fork_rng():  # leave the global RNG as it was
+        torch.manual_seed(seed)
+        model = create_classifier(name, classes, image_size=size, in_chans=in_chans)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+    gen = torch.Generator().manual_seed(seed + 1)
+    calib = torch.rand(16, in_chans, size, size, generator=gen)
+    calib = calib * torch.linspace(0.2, 1.0, 16)[:, None, None, None]
+    model.train()
+    with torch.no_grad():
+        model(calib)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def informative_model():
+    """Factory ``informative_model(name, classes, size, *, in_chans=1, seed=0)`` of random
+    classifiers whose probabilities differ between images (see :func:`_informative_model`)."""
+    return _informative_model

@@ -106,7 +106,9 @@ def test_other_methods_on_seed_cnn(method, images):
 def test_targets_predicted_true_name_and_index():
     logits = np.array([[0.1, 2.0, 0.3], [3.0, 0.0, 0.0]])
     assert resolve_targets(logits, classes=CLASSES).tolist() == [1, 0]
-    assert resolve_targets(logits, classes=CLASSES, target="true", labels=["Viral Pneumonia", 0]).tolist() == [2, 0]
+    assert resolve_targets(
+        logits, classes=CLASSES, target="true", labels=["Viral Pneumonia", 0]
+    ).tolist() == [2, 0]
     assert resolve_targets(logits, classes=CLASSES, target="Normal").tolist() == [1, 1]
     assert resolve_targets(logits, classes=CLASSES, target=2).tolist() == [2, 2]
     with pytest.raises(ConfigError, match="Did you mean 'Normal'"):

@@ -74,7 +74,9 @@ def test_load_mask_resizes_like_images_and_warns_on_mismatch(tmp_path):
     mask = np.zeros((20, 40), np.uint8)
     mask[:, :20] = 255
     path = _png(tmp_path / "m.png", mask)
-    with pytest.warns(UserWarning, match=r"is 40x20 but its image is 30x30 \(another size and aspect\)"):
+    with pytest.warns(
+        UserWarning, match=r"is 40x20 but its image is 30x30 \(another size and aspect\)"
+    ):
         out = load_mask(path, 10, image_shape=(30, 30))
     assert out.shape == (10, 10) and out.dtype == bool
     assert out[:, :5].all() and not out[:, 5:].any()  # stretched, left half
@@ -151,7 +153,9 @@ def make_run(tmp_path: Path, dataset: Path, *, model: str = "resnet18", masks: b
     pd.DataFrame(rows).to_csv(run / "split.csv", index=False)
     classes = sorted({r["label"] for r in rows})
     torch.manual_seed(0)
-    save_classifier(create_classifier(model, classes, image_size=SIZE), run / "checkpoints" / "best.ckpt")
+    save_classifier(
+        create_classifier(model, classes, image_size=SIZE), run / "checkpoints" / "best.ckpt"
+    )
     return run
 
 
@@ -171,7 +175,15 @@ def test_explain_run_writes_overlays_panel_and_tables(run_dir):
         assert im.width > 1000  # 200 dpi, readable in print
     table = pd.read_csv(run_dir / "explain" / "explain.csv")
     assert len(table) == 6
-    assert {"path", "label", "predicted", "target", "lung_ratio", "pointing_hit", "lung_area"} <= set(table.columns)
+    assert {
+        "path",
+        "label",
+        "predicted",
+        "target",
+        "lung_ratio",
+        "pointing_hit",
+        "lung_area",
+    } <= set(table.columns)
     assert (table["target"] == table["predicted"]).all()
     assert table["mask_status"].eq("ok").all()
     # The 4 classes each appear, in class order (grouped rows).
@@ -194,7 +206,9 @@ def test_explain_run_true_target_and_explicit_images(run_dir, tmp_path, synth_da
     with pytest.raises(ConfigError, match="not in the run's split.csv"):
         explain_run(run_dir, images=[foreign], target="true", out=tmp_path / "f", device="cpu")
     # An image outside the run explains fine for the predicted class, without a mask.
-    result = explain_run(run_dir, images=[foreign], target="Normal", out=tmp_path / "g", device="cpu")
+    result = explain_run(
+        run_dir, images=[foreign], target="Normal", out=tmp_path / "g", device="cpu"
+    )
     assert result.table["target"].tolist() == ["Normal"]
     assert result.attention["n_without_mask"] == 1 and result.attention["notice"]
 

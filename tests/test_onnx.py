@@ -10,11 +10,10 @@ import textwrap
 import numpy as np
 import onnx
 import pytest
-import torch
 from PIL import Image
 
 from cxrlab.errors import CheckpointError
-from cxrlab.models import create_classifier, save_classifier
+from cxrlab.models import save_classifier
 from cxrlab.serve.export import export_onnx
 from cxrlab.serve.predict import predict_files
 from cxrlab.serve.runtime import INPUT_CONTRACT, OnnxPredictor, TorchPredictor
@@ -23,31 +22,8 @@ CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 SIZE = 64
 
 
-def informative_model(name: str, classes, size: int, *, in_chans: int = 1, seed: int = 0):
-    """A randomly initialised classifier whose outputs vary with the input, in eval mode.
-
-    Fresh batch-norm statistics (mean 0, var 1) make a random network's probabilities nearly
-    constant (~1e-5 apart), too flat for a test to tell images apart; re-estimating them on a
-    calibration batch spreads the probabilities over tenths.
-    """
-    with torch.random.fork_rng():  # leave the global RNG as it was
-        torch.manual_seed(seed)
-        model = create_classifier(name, classes, image_size=size, in_chans=in_chans)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    gen = torch.Generator().manual_seed(seed + 1)
-    calib = torch.rand(16, in_chans, size, size, generator=gen)
-    calib = calib * torch.linspace(0.2, 1.0, 16)[:, None, None, None]
-    model.train()
-    with torch.no_grad():
-        model(calib)
-    return model.eval()
-
-
 @pytest.fixture(scope="module", params=["seed-cnn", "resnet18"])
-def exported(request, tmp_path_factory):
+def exported(informative_model, request, tmp_path_factory):
     """(model, ckpt, onnx path) for a randomly initialised model at 64 x 64."""
     model = informative_model(request.param, CLASSES, SIZE)
     folder = tmp_path_factory.mktemp(request.param)
@@ -108,6 +84,19 @@ def test_metadata_and_input_contract(exported):
         assert predictor.predict_proba(np.zeros((n, 1, SIZE, SIZE), np.float32)).shape == (n, 4)
 
 
+def test_old_opset_uses_torchscript_exporter(informative_model, tmp_path):
+    model = informative_model("seed-cnn", CLASSES, 32)
+    result = export_onnx(model, tmp_path / "old.onnx", opset=13)
+    proto = onnx.load(str(result.path))
+    assert result.opset == 13
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # still dynamic
+    x = np.random.default_rng(0).random((3, 1, 32, 32), dtype=np.float32)
+    expected = TorchPredictor(model, device="cpu").predict_proba(x)
+    np.testing.assert_allclose(OnnxPredictor(result.path).predict_proba(x), expected, atol=1e-4)
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["classes"]) == list(CLASSES)
+
+
 def test_onnx_prediction_never_imports_torch_or_training(exported, images):
     _, _, result = exported
     code = textwrap.dedent(
@@ -142,7 +131,7 @@ def test_bad_onnx_files_raise_checkpoint_error(exported, tmp_path, images):
         OnnxPredictor(tmp_path / "bare.onnx")
 
 
-def test_cli_export_fixed_batch_and_opset(tmp_path):
+def test_cli_export_fixed_batch_and_opset(informative_model, tmp_path):
     from typer.testing import CliRunner
 
     from cxrlab.cli import app

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cxrlab.data.images import load_for_model
 from cxrlab.errors import CheckpointError, ConfigError, DataError
-from cxrlab.models import create_classifier, save_classifier
+from cxrlab.models import save_classifier
 from cxrlab.serve.predict import (
     count_input_files,
     iter_input_files,
@@ -25,29 +25,6 @@ from cxrlab.serve.predict import (
 
 CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 SIZE = 32
-
-
-def informative_model(name: str, classes, size: int, *, in_chans: int = 1, seed: int = 0):
-    """A randomly initialised classifier whose outputs vary with the input, in eval mode.
-
-    Fresh batch-norm statistics (mean 0, var 1) make a random network's probabilities nearly
-    constant (~1e-5 apart), too flat for a test to tell images apart; re-estimating them on a
-    calibration batch spreads the probabilities over tenths.
-    """
-    with torch.random.fork_rng():  # leave the global RNG as it was
-        torch.manual_seed(seed)
-        model = create_classifier(name, classes, image_size=size, in_chans=in_chans)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    gen = torch.Generator().manual_seed(seed + 1)
-    calib = torch.rand(16, in_chans, size, size, generator=gen)
-    calib = calib * torch.linspace(0.2, 1.0, 16)[:, None, None, None]
-    model.train()
-    with torch.no_grad():
-        model(calib)
-    return model.eval()
 
 
 def _dicom(path: Path, pixels: np.ndarray | None) -> Path:
@@ -69,7 +46,7 @@ def _dicom(path: Path, pixels: np.ndarray | None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(informative_model):
     return informative_model("seed-cnn", CLASSES, SIZE)
 
 
@@ -195,7 +172,7 @@ def test_huge_image_is_downscaled_while_decoding(ckpt, tmp_path):
     assert load_for_model(path, SIZE).shape == (SIZE, SIZE)
 
 
-def test_three_channel_model_gets_repeated_gray(tmp_path, folder):
+def test_three_channel_model_gets_repeated_gray(informative_model, tmp_path, folder):
     rgb_model = informative_model("seed-cnn", CLASSES, SIZE, in_chans=3)
     df = predict_files(rgb_model, [folder / "a_gray.png"], progress=False)
     x = load_for_model(folder / "a_gray.png", SIZE).astype(np.float32)[None, None] / 255

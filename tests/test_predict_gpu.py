@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrlab.models import create_classifier, save_classifier
+from cxrlab.models import save_classifier
 from cxrlab.serve.predict import predict_files
 
 pytestmark = [
@@ -19,29 +19,6 @@ pytestmark = [
 ]
 
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
-
-
-def informative_model(name: str, classes, size: int, *, in_chans: int = 1, seed: int = 0):
-    """A randomly initialised classifier whose outputs vary with the input, in eval mode.
-
-    Fresh batch-norm statistics (mean 0, var 1) make a random network's probabilities nearly
-    constant (~1e-5 apart), too flat for a test to tell images apart; re-estimating them on a
-    calibration batch spreads the probabilities over tenths.
-    """
-    with torch.random.fork_rng():  # leave the global RNG as it was
-        torch.manual_seed(seed)
-        model = create_classifier(name, classes, image_size=size, in_chans=in_chans)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    gen = torch.Generator().manual_seed(seed + 1)
-    calib = torch.rand(16, in_chans, size, size, generator=gen)
-    calib = calib * torch.linspace(0.2, 1.0, 16)[:, None, None, None]
-    model.train()
-    with torch.no_grad():
-        model(calib)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +41,7 @@ def _conv_precision():
 
 
 @pytest.mark.parametrize("name", ["seed-cnn", "resnet18"])
-def test_cuda_matches_cpu(name, images, tmp_path):
+def test_cuda_matches_cpu(informative_model, name, images, tmp_path):
     ckpt = save_classifier(informative_model(name, CLASSES, 64), tmp_path / "m.ckpt")
     cpu = predict_files(ckpt, [images], batch_size=3, device="cpu", progress=False)
     before = _conv_precision()
@@ -77,7 +54,7 @@ def test_cuda_matches_cpu(name, images, tmp_path):
     )
 
 
-def test_cam_overlays_on_cuda(images, tmp_path):
+def test_cam_overlays_on_cuda(informative_model, images, tmp_path):
     pytest.importorskip("pytorch_grad_cam", reason="grad-cam is not installed")
     pytest.importorskip("cxrlab.explain.cam", reason="the explain module is not in this tree")
     model = informative_model("resnet18", CLASSES, 64)
@@ -87,7 +64,7 @@ def test_cam_overlays_on_cuda(images, tmp_path):
     assert np.asarray(Image.open(written.iloc[0])).shape == (64, 64, 3)
 
 
-def test_export_leaves_a_gpu_model_on_the_gpu(tmp_path):
+def test_export_leaves_a_gpu_model_on_the_gpu(informative_model, tmp_path):
     from cxrlab.serve.export import export_onnx
 
     model = informative_model("seed-cnn", CLASSES, 32).cuda().train()

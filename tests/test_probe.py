@@ -55,13 +55,19 @@ def test_wilson_interval():
 def test_shortcut_rules_thresholds():
     kw = dict(chance=0.25, border_only_accuracy=0.25)
     # Clean 0.95: lungs-removed threshold is max(0.50, 0.25 + 0.5 * 0.70) = 0.60.
-    rules = {r["name"]: r for r in shortcut_rules(clean_accuracy=0.95, lungs_removed_accuracy=0.59, **kw)}
+    rules = {
+        r["name"]: r for r in shortcut_rules(clean_accuracy=0.95, lungs_removed_accuracy=0.59, **kw)
+    }
     assert rules["lungs_removed"]["threshold"] == pytest.approx(0.60)
     assert not rules["lungs_removed"]["triggered"]
-    rules = {r["name"]: r for r in shortcut_rules(clean_accuracy=0.95, lungs_removed_accuracy=0.61, **kw)}
+    rules = {
+        r["name"]: r for r in shortcut_rules(clean_accuracy=0.95, lungs_removed_accuracy=0.61, **kw)
+    }
     assert rules["lungs_removed"]["triggered"]
     # A weak model (clean 0.55): the floor chance + 0.25 = 0.50 applies.
-    rules = {r["name"]: r for r in shortcut_rules(clean_accuracy=0.55, lungs_removed_accuracy=0.45, **kw)}
+    rules = {
+        r["name"]: r for r in shortcut_rules(clean_accuracy=0.55, lungs_removed_accuracy=0.45, **kw)
+    }
     assert rules["lungs_removed"]["threshold"] == pytest.approx(0.50)
     assert not rules["lungs_removed"]["triggered"]
     rules = {
@@ -72,16 +78,31 @@ def test_shortcut_rules_thresholds():
     }
     assert rules["border_only"]["triggered"] and rules["border_only"]["threshold"] == 0.5
     # The source rule needs enough images and beats max(majority, label baseline) + margin.
-    src = {"status": "ok", "n": 40, "accuracy": 0.9, "majority_rate": 0.4, "label_baseline_accuracy": 0.7}
-    rules = {r["name"]: r for r in shortcut_rules(clean_accuracy=0.9, lungs_removed_accuracy=0.3, source=src, **kw)}
+    src = {
+        "status": "ok",
+        "n": 40,
+        "accuracy": 0.9,
+        "majority_rate": 0.4,
+        "label_baseline_accuracy": 0.7,
+    }
+    rules = {
+        r["name"]: r
+        for r in shortcut_rules(clean_accuracy=0.9, lungs_removed_accuracy=0.3, source=src, **kw)
+    }
     assert rules["source_identifiable"]["evaluated"] and rules["source_identifiable"]["triggered"]
     assert rules["source_identifiable"]["threshold"] == pytest.approx(0.85)
     src["n"] = THRESHOLDS["source_min_images"] - 1
-    rules = {r["name"]: r for r in shortcut_rules(clean_accuracy=0.9, lungs_removed_accuracy=0.3, source=src, **kw)}
+    rules = {
+        r["name"]: r
+        for r in shortcut_rules(clean_accuracy=0.9, lungs_removed_accuracy=0.3, source=src, **kw)
+    }
     assert not rules["source_identifiable"]["evaluated"]
     # Low lung attention is reported but never sets the flag on its own.
     att = {"overall": {"n": 5, "lung_ratio_mean": 0.1, "lung_area_mean": 0.3}}
-    rules = {r["name"]: r for r in shortcut_rules(clean_accuracy=0.9, lungs_removed_accuracy=0.3, attention=att, **kw)}
+    rules = {
+        r["name"]: r
+        for r in shortcut_rules(clean_accuracy=0.9, lungs_removed_accuracy=0.3, attention=att, **kw)
+    }
     assert rules["low_lung_attention"]["triggered"] and not rules["low_lung_attention"]["flags"]
 
 
@@ -97,11 +118,16 @@ def test_source_probe_separates_encoded_from_unencoded_sources():
     noise = source_probe(rng.normal(size=(60, 8)), sources, labels=labels)
     assert noise["accuracy"] < 0.6
     # Sources that follow the class are predictable from the class alone: the label baseline.
-    confounded = source_probe(rng.normal(size=(60, 8)), np.where(labels == "A", "s1", "s2"), labels=labels)
+    confounded = source_probe(
+        rng.normal(size=(60, 8)), np.where(labels == "A", "s1", "s2"), labels=labels
+    )
     assert confounded["label_baseline_accuracy"] == 1.0
     # Unknown sources and singletons are left out; fewer than two sources is skipped.
     skipped = source_probe(rng.normal(size=(4, 2)), np.array(["", "s1", "s1", "s2"]))
-    assert skipped["status"] == "skipped" and skipped["excluded"] == {"unknown_source": 1, "single_image_sources": 1}
+    assert skipped["status"] == "skipped" and skipped["excluded"] == {
+        "unknown_source": 1,
+        "single_image_sources": 1,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +149,9 @@ class RegionLinear(nn.Module):
         self.head = nn.Linear(region.size, len(coef))
         with torch.no_grad():
             offset = max(0.0, -float(coef[:, region.ravel()].mean(axis=1).min())) + 1.0
-            self.head.weight.copy_(torch.from_numpy((coef + offset * region.ravel()).astype(np.float32)))
+            self.head.weight.copy_(
+                torch.from_numpy((coef + offset * region.ravel()).astype(np.float32))
+            )
             self.head.bias.copy_(torch.from_numpy(intercept.astype(np.float32)))
 
     def forward(self, x):
@@ -155,7 +183,12 @@ def _region_model(images, labels, region) -> CxrClassifier:
     lr = LogisticRegression(C=1e4, max_iter=5000).fit(feats, labels)
     order = [list(lr.classes_).index(c) for c in CLASSES]
     net = RegionLinear(region, lr.coef_[order], lr.intercept_[order])
-    meta = ModelMeta(model_name="region-linear", classes=tuple(CLASSES), image_size=SIZE, cam_layer="network.gate")
+    meta = ModelMeta(
+        model_name="region-linear",
+        classes=tuple(CLASSES),
+        image_size=SIZE,
+        cam_layer="network.gate",
+    )
     return CxrClassifier(net, meta).eval()
 
 
@@ -166,14 +199,16 @@ def _run_dir(tmp_path: Path, paths, labels, dataset: Path) -> Path:
         {"path": str(p), "label": lab, "source": f"src-{lab}-{i % 3}",
          "mask_path": str(dataset / lab / "masks" / p.name), "sha1": "", "width": SIZE,
          "height": SIZE, "split": "test"}
-        for i, (p, lab) in enumerate(zip(paths, labels))
+        for i, (p, lab) in enumerate(zip(paths, labels, strict=True))
     ]  # fmt: skip
     pd.DataFrame(rows).to_csv(run / "split.csv", index=False)
     return run
 
 
 def _patch_model(monkeypatch, model):
-    monkeypatch.setattr("cxrlab.explain._rundir.load_classifier", lambda *a, **k: (model, model.meta))
+    monkeypatch.setattr(
+        "cxrlab.explain._rundir.load_classifier", lambda *a, **k: (model, model.meta)
+    )
 
 
 def test_probe_flags_a_model_that_reads_the_border(synth_shortcut_dataset, tmp_path, monkeypatch):
@@ -233,7 +268,10 @@ def test_probe_without_masks_uses_the_central_fallback(synth_dataset, tmp_path, 
     split["source"] = ""
     split.to_csv(run / "split.csv", index=False)
     rep = probe_run(run, device="cpu").report
-    assert rep["lung_region"]["source"] == "central_fallback" and rep["lung_region"]["n_fallback"] == 24
+    assert (
+        rep["lung_region"]["source"] == "central_fallback"
+        and rep["lung_region"]["n_fallback"] == 24
+    )
     assert rep["lung_attention"]["status"] == "skipped"
     assert rep["source_probe"]["status"] == "skipped"
     assert "approximate central lung region" in rep["summary"]

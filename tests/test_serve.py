@@ -12,38 +12,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cxrlab.data.images import resize_square
-from cxrlab.models import create_classifier, save_classifier
+from cxrlab.models import save_classifier
 from cxrlab.serve.app import DISCLAIMER, create_app
 
 CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 SIZE = 32
 
 
-def informative_model(name: str, classes, size: int, *, in_chans: int = 1, seed: int = 0):
-    """A randomly initialised classifier whose outputs vary with the input, in eval mode.
-
-    Fresh batch-norm statistics (mean 0, var 1) make a random network's probabilities nearly
-    constant (~1e-5 apart), too flat for a test to tell images apart; re-estimating them on a
-    calibration batch spreads the probabilities over tenths.
-    """
-    with torch.random.fork_rng():  # leave the global RNG as it was
-        torch.manual_seed(seed)
-        model = create_classifier(name, classes, image_size=size, in_chans=in_chans)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-    gen = torch.Generator().manual_seed(seed + 1)
-    calib = torch.rand(16, in_chans, size, size, generator=gen)
-    calib = calib * torch.linspace(0.2, 1.0, 16)[:, None, None, None]
-    model.train()
-    with torch.no_grad():
-        model(calib)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def model():
+def model(informative_model):
     return informative_model("seed-cnn", CLASSES, SIZE)
 
 

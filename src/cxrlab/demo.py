@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 DEMO_PER_CLASS = 90
 DEMO_SYNTH_SIZE = 96
 DEMO_IMAGE_SIZE = 64
-DEMO_MODEL = "resnet18"
-DEMO_EPOCHS = 12
+DEMO_MODEL = "small-cnn"
+DEMO_EPOCHS = 20
 DEMO_REAL_LIMIT_PER_CLASS = 60
 
 
@@ -53,6 +53,8 @@ def run_demo(
         progress: Optional ``progress(done, total)`` callback for image decoding.
     """
     from cxrlab.data.synth import synthesize
+    from cxrlab.evaluation.evaluate import evaluate_run
+    from cxrlab.explain.probe import probe_run
     from cxrlab.training import train
 
     start = time.perf_counter()
@@ -78,25 +80,13 @@ def run_demo(
         cache_dir=out / "cache",
     )
     result = train(config, progress=progress)
-    metrics = {}
-    probe = None
-    try:
-        from cxrlab.evaluation.evaluate import evaluate_run
-    except ImportError:  # evaluation not installed in this build
-        evaluate_run = None
-    if evaluate_run is not None:
-        metrics = evaluate_run(result.run_dir).metrics
-    try:
-        from cxrlab.explain.probe import probe_run
-    except ImportError:
-        probe_run = None
-    if probe_run is not None:
-        probe = probe_run(result.run_dir).to_dict()
+    probe = probe_run(result.run_dir).to_dict()
+    evaluation = evaluate_run(result.run_dir)
     return DemoResult(
         run_dir=result.run_dir,
         data=Path(data),
         synthetic=synthetic,
-        metrics=metrics,
+        metrics=evaluation.metrics["metrics"],
         probe=probe,
         seconds=time.perf_counter() - start,
     )

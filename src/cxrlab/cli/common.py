@@ -23,6 +23,14 @@ def setup_logging(verbose: bool = False) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Library warnings (undefined metrics, skipped files) reach the user as log lines, and
+    # Lightning's start-up chatter only with --verbose.
+    logging.captureWarnings(True)
+    py_warnings = logging.getLogger("py.warnings")
+    if not py_warnings.handlers:
+        py_warnings.addHandler(handler)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,29 +15,45 @@ def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain_cmd(
         run_dir: Path = typer.Argument(..., help="Run directory written by `cxrlab train`."),
-        images: Optional[list[Path]] = typer.Option(
-            None, "--images", help="Explain these image files (repeat the option) instead of a split."
+        images: list[Path] | None = typer.Option(
+            None,
+            "--images",
+            help="Explain these image files (repeat the option) instead of a split.",
         ),
-        split: str = typer.Option("test", "--split", help="Split of split.csv to draw images from."),
-        n: int = typer.Option(8, "--n", min=1, help="Images drawn from the split (all classes, correct and incorrect)."),
+        split: str = typer.Option(
+            "test", "--split", help="Split of split.csv to draw images from."
+        ),
+        n: int = typer.Option(
+            8,
+            "--n",
+            min=1,
+            help="Images drawn from the split (all classes, correct and incorrect).",
+        ),
         method: str = typer.Option(
             "gradcam", "--method", help=f"CAM method: {', '.join(CAM_METHODS)}."
         ),
         target: str = typer.Option(
-            "predicted", "--target", help="Class each map explains: predicted, true or a class name."
+            "predicted",
+            "--target",
+            help="Class each map explains: predicted, true or a class name.",
         ),
-        layer: Optional[str] = typer.Option(
-            None, "--layer", help="Dotted layer name inside the model (default: the model's CAM layer)."
+        layer: str | None = typer.Option(
+            None,
+            "--layer",
+            help="Dotted layer name inside the model (default: the model's CAM layer).",
         ),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN_DIR/explain)."),
+        out: Path | None = typer.Option(
+            None, "--out", help="Output folder (default RUN_DIR/explain)."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed of the image selection."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per CAM batch."),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+        device: str | None = typer.Option(
+            None, "--device", help="cpu or cuda (default: cuda when present)."
+        ),
     ) -> None:
-        """Class activation maps of a trained model: overlays, a paper-ready panel, lung attention."""
-        from cxrlab.errors import ConfigError
+        """Class activation maps of a trained model: overlays, paper panel, lung attention."""
+        from cxrlab.errors import ConfigError, suggest
         from cxrlab.explain import explain_run
-        from cxrlab.errors import suggest
 
         if method not in CAM_METHODS:
             raise ConfigError(
@@ -71,7 +86,12 @@ def register(app: typer.Typer) -> None:
         attention: bool = typer.Option(
             True, "--attention/--no-attention", help="Grad-CAM lung attention when masks exist."
         ),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present)."),
+        cam_layer: str | None = typer.Option(
+            None, "--layer", help="CAM layer for lung attention (default: the model's CAM layer)."
+        ),
+        device: str | None = typer.Option(
+            None, "--device", help="cpu or cuda (default: cuda when present)."
+        ),
     ) -> None:
         """Shortcut probes: accuracy without the lungs, lungs only, border only, source probe."""
         from rich.table import Table
@@ -79,20 +99,30 @@ def register(app: typer.Typer) -> None:
         from cxrlab.explain import probe_run
 
         result = probe_run(
-            run_dir, split=split, batch_size=batch_size, attention=attention, device=device
-        )
+            run_dir, split=split, batch_size=batch_size, attention=attention, device=device,
+            cam_layer=cam_layer,
+        )  # fmt: skip
         rep = result.report
         table = Table(title=f"Shortcut probes on {rep['n_images']} {split} images")
         for col in ("input", "accuracy", "95% CI", "macro-F1"):
             table.add_column(col, justify="left" if col == "input" else "right")
-        table.add_row(f"chance (always {rep['chance']['majority_class']})", f"{rep['chance']['majority']:.3f}",
-                      "", f"{rep['chance']['macro_f1_majority']:.3f}")  # fmt: skip
+        chance = rep["chance"]
+        table.add_row(
+            f"chance (always {chance['majority_class']})",
+            f"{chance['majority']:.3f}",
+            "",
+            f"{chance['macro_f1_majority']:.3f}",
+        )
         for name, entry in [("unmodified", rep["clean"]), *rep["probes"].items()]:
             lo, hi = entry["accuracy_ci95"]
             table.add_row(name.replace("_", " "), f"{entry['accuracy']:.3f}", f"{lo:.2f}-{hi:.2f}",
                           f"{entry['macro_f1']:.3f}")  # fmt: skip
         console.print(table)
-        verdict = "[bold red]SHORTCUT SUSPECTED[/]" if result.shortcut_suspected else "[bold green]no shortcut flagged[/]"
+        verdict = (
+            "[bold red]SHORTCUT SUSPECTED[/]"
+            if result.shortcut_suspected
+            else "[bold green]no shortcut flagged[/]"
+        )
         console.print(verdict)
         console.print(result.summary, soft_wrap=True, highlight=False)
         console.print(f"Wrote {result.path}")

@@ -26,8 +26,12 @@ def register(app: typer.Typer) -> None:
             "recipe",
             "description",
         ):
+            numeric = col in ("total", "trainable", "non-trainable")
             table.add_column(
-                col, justify="right" if col in ("total", "trainable", "non-trainable") else "left"
+                col,
+                justify="right" if numeric else "left",
+                no_wrap=col != "description",
+                overflow="fold",
             )
         for name in list_models():
             spec = get_spec(name)

@@ -41,7 +41,7 @@ class ImageCache:
     """Decoded images of one file list at one size.
 
     Attributes:
-        images: (N, S, S) uint8 array (a read-only memmap, or in memory after :meth:`load`).
+        images: (N, S, S) uint8 read-only memmap of the cache file.
         errors: Row index -> reason, for files that could not be decoded (their rows are zero).
         path: The array file on disk.
         key: The cache key.
@@ -58,11 +58,6 @@ class ImageCache:
         mask = np.ones(len(self.images), dtype=bool)
         mask[list(self.errors)] = False
         return mask
-
-    def load(self) -> ImageCache:
-        """Copy the memmap into memory (the whole database is ~1 GiB at 224 px)."""
-        self.images = np.ascontiguousarray(self.images)
-        return self
 
 
 def default_cache_dir() -> Path:

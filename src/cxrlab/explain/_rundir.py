@@ -1,4 +1,4 @@
-"""Reading what explanation and probes need from a run directory: model, split rows, images, masks."""
+"""What explanation and probes read from a run directory: model, split rows, images, masks."""
 
 from __future__ import annotations
 
@@ -60,11 +60,15 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = 
     """Load a run's best checkpoint (on CUDA when present) and its split manifest."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise RunDirError(f"Run directory {run_dir} does not exist. Pass the --out of `cxrlab train`.")
+        raise RunDirError(
+            f"Run directory {run_dir} does not exist. Pass the --out of `cxrlab train`."
+        )
     dev = torch.device(device) if device is not None else default_device()
     model, meta = load_classifier(run_dir, map_location=dev)
-    split = read_split(run_dir) if (run_dir / "split.csv").is_file() else pd.DataFrame(
-        columns=["path", "label", "source", "mask_path", "split"]
+    split = (
+        read_split(run_dir)
+        if (run_dir / "split.csv").is_file()
+        else pd.DataFrame(columns=["path", "label", "source", "mask_path", "split"])
     )
     return Run(run_dir, model, meta, split, dev)
 

@@ -52,10 +52,14 @@ def lung_attention_ratio(cam: np.ndarray, mask: np.ndarray) -> float:
     cam = np.clip(cam, 0.0, None)
     total = float(cam.sum())
     if not mask.any():
-        warnings.warn("Lung mask is empty; the lung attention ratio is undefined (NaN).", stacklevel=2)
+        warnings.warn(
+            "Lung mask is empty; the lung attention ratio is undefined (NaN).", stacklevel=2
+        )
         return float("nan")
     if total <= 0.0 or not np.isfinite(total):
-        warnings.warn("CAM has no positive mass; the lung attention ratio is undefined (NaN).", stacklevel=2)
+        warnings.warn(
+            "CAM has no positive mass; the lung attention ratio is undefined (NaN).", stacklevel=2
+        )
         return float("nan")
     return float(cam[mask].sum() / total)
 
@@ -137,7 +141,16 @@ def attention_frame(
                 "lung_area": area,
             }
         )
-    columns = ["path", "label", "predicted", "correct", "mask_status", "lung_ratio", "pointing_hit", "lung_area"]
+    columns = [
+        "path",
+        "label",
+        "predicted",
+        "correct",
+        "mask_status",
+        "lung_ratio",
+        "pointing_hit",
+        "lung_area",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -152,7 +165,9 @@ def _stats(frame: pd.DataFrame) -> dict:
         "lung_ratio_median": float(np.median(ratio)) if n else float("nan"),
         "lung_ratio_std": float(ratio.std(ddof=1)) if n > 1 else float("nan"),
         "lung_area_mean": float(area.mean()) if n else float("nan"),
-        "ratio_over_area": float(ratio.mean() / area.mean()) if n and area.mean() > 0 else float("nan"),
+        "ratio_over_area": float(ratio.mean() / area.mean())
+        if n and area.mean() > 0
+        else float("nan"),
         "pointing_rate": float(valid["pointing_hit"].mean()) if n else float("nan"),
     }
 
@@ -202,3 +217,9 @@ def summarize_attention(frame: pd.DataFrame, *, classes: Sequence[str]) -> dict:
         out["notice"] = "; ".join(notes) + "."
         logger.warning("Lung attention: %s", out["notice"])
     return out
+
+
+def add_notice(summary: dict, sentence: str) -> None:
+    """Append a sentence (lower-case start, no final stop) to a summary's ``notice``."""
+    sentence = sentence[0].upper() + sentence[1:] + "."
+    summary["notice"] = f"{summary['notice']} {sentence}" if summary.get("notice") else sentence

@@ -55,12 +55,48 @@ def resolve_layer(model: nn.Module, dotted_name: str) -> nn.Module:
         pass
     all_names = layer_names(model)
     shallow = layer_names(model, max_depth=3)
-    listed = ", ".join(shallow[:40]) + (f", ... ({len(shallow) - 40} more)" if len(shallow) > 40 else "")
+    listed = ", ".join(shallow[:40]) + (
+        f", ... ({len(shallow) - 40} more)" if len(shallow) > 40 else ""
+    )
     default = getattr(getattr(model, "meta", None), "cam_layer", "")
     hint = f" The model's default CAM layer is {default!r}." if default else ""
     raise ConfigError(
         f"Layer {dotted_name!r} does not exist in {type(model).__name__}."
         f"{suggest(dotted_name, all_names)}{hint} Pass a dotted module name such as: {listed}."
+    )
+
+
+#: Below this many cells on a side, a CAM is too coarse to tell lungs from borders.
+MIN_CAM_CELLS = 7
+
+
+def layer_resolution(model: nn.Module, layer: str, image_size: int) -> tuple[int, int]:
+    """Spatial (H, W) of ``layer``'s output for one (1, C, S, S) input: the CAM's native grid."""
+    module = resolve_layer(model, layer)
+    shape: list[int] = []
+    handle = module.register_forward_hook(lambda _m, _a, out: shape.extend(out.shape))
+    meta = getattr(model, "meta", None)
+    chans = getattr(meta, "in_chans", 1)
+    param = next(model.parameters())
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, chans, image_size, image_size, device=param.device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return (int(shape[-2]), int(shape[-1])) if len(shape) >= 4 else (1, 1)
+
+
+def resolution_notice(resolution: tuple[int, int], layer: str) -> str | None:
+    """A sentence warning that a CAM grid is too coarse for lung attention, or None."""
+    if min(resolution) >= MIN_CAM_CELLS:
+        return None
+    h, w = resolution
+    return (
+        f"the CAM layer {layer} outputs only {h}x{w} cells, too coarse to separate lungs from "
+        "borders reliably; choose a finer layer (--layer / cam_layer) or a larger image size"
     )
 
 
@@ -114,7 +150,9 @@ def resolve_targets(
                 "target='predicted'."
             )
         if len(labels) != n:
-            raise ConfigError(f"labels has {len(labels)} entries for {n} images; pass one per image.")
+            raise ConfigError(
+                f"labels has {len(labels)} entries for {n} images; pass one per image."
+            )
         return np.array([class_index(classes, lab) for lab in labels], dtype=np.int64)
     return np.full(n, class_index(classes, target), dtype=np.int64)
 
@@ -177,7 +215,7 @@ def _make_cam(method: str, model: nn.Module, layer: nn.Module):
                     hi = flat.max(dim=-1).values[..., None, None]
                     up = (up - lo) / (hi - lo + 1e-8)
                     scores = []
-                    for img, tgt, masks in zip(input_tensor, targets, up):
+                    for img, tgt, masks in zip(input_tensor, targets, up, strict=True):
                         for i in range(0, masks.shape[0], self.batch_size):
                             batch = img[None] * masks[i : i + self.batch_size, None]
                             scores.append(tgt(self.model(batch)).float().cpu())
@@ -262,7 +300,9 @@ def compute_cams(
                 idx = resolve_targets(logits, classes=classes, target=target, labels=lab)
                 targets = [ClassifierOutputTarget(int(i)) for i in idx]
                 with torch.enable_grad():
-                    maps = cam(input_tensor=xb.detach().clone().requires_grad_(True), targets=targets)
+                    maps = cam(
+                        input_tensor=xb.detach().clone().requires_grad_(True), targets=targets
+                    )
                 out[start : start + len(xb)] = maps
         finally:
             detach_handle.remove()

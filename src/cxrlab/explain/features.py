@@ -23,11 +23,14 @@ def classifier_head(model: nn.Module, num_classes: int | None = None) -> nn.Line
     """
     if num_classes is None:
         num_classes = len(model.meta.classes)
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    heads = [
+        m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes
+    ]
     if not heads:
         raise ConfigError(
             f"{type(model).__name__} has no nn.Linear layer with {num_classes} outputs, so its "
-            "penultimate features cannot be located; the source probe needs a linear classifier head."
+            "penultimate features cannot be located; the source probe needs a linear "
+            "classifier head."
         )
     return heads[-1]
 

@@ -31,7 +31,7 @@ def cam_panel(
         labels: True class names ("" when unknown).
         names: Short name shown for each image (file name).
         title: Figure title (method, layer, target).
-        lung_ratios: Optional lung attention ratio per image (NaN: no mask), shown under the overlay.
+        lung_ratios: Lung attention ratio per image (NaN: no mask), shown above the overlay.
     """
     import matplotlib
 
@@ -41,7 +41,7 @@ def cam_panel(
     n, k = len(grays), len(classes)
     row_h = max(2.3, 0.32 * k + 1.4)
     fig, axes = plt.subplots(
-        n, 3, figsize=(10.0, row_h * n + 0.8), squeeze=False,
+        n, 3, figsize=(10.0, row_h * n + 1.4), squeeze=False,
         gridspec_kw={"width_ratios": [1.0, 1.0, 1.35], "wspace": 0.08, "hspace": 0.45},
     )  # fmt: skip
     for i in range(n):
@@ -53,8 +53,13 @@ def cam_panel(
         ax_img, ax_ov, ax_bar = axes[i]
         ax_img.imshow(grays[i], cmap="gray", vmin=0, vmax=255)
         ax_img.set_title(names[i], fontsize=10, loc="left")
-        ax_img.set_ylabel(f"{label or '?'}\n{verdict}", fontsize=12, fontweight="bold",
-                          color=_CORRECT if correct else (_WRONG if known else "black"))  # fmt: skip
+        colour = _CORRECT if correct else (_WRONG if known else "black")
+        ax_img.set_ylabel(
+            f"{(label or '?').replace('_', ' ')}\n{verdict}",
+            fontsize=12,
+            fontweight="bold",
+            color=colour,
+        )
         ax_ov.imshow(overlays[i])
         if lung_ratios is not None and np.isfinite(lung_ratios[i]):
             ax_ov.set_title(f"lung attention {lung_ratios[i]:.2f}", fontsize=10, loc="left")
@@ -70,23 +75,23 @@ def cam_panel(
         ax_bar.set_yticklabels(
             [c.replace("_", " ") + (" (true)" if c == label else "") for c in classes], fontsize=10
         )
-        for tick, c in zip(ax_bar.get_yticklabels(), classes):
+        for tick, c in zip(ax_bar.get_yticklabels(), classes, strict=True):
             if c == label:
                 tick.set_fontweight("bold")
         ax_bar.invert_yaxis()
         ax_bar.yaxis.tick_right()
         ax_bar.tick_params(axis="x", labelsize=9)
-        for yy, p in zip(y, probs[i]):
+        for yy, p in zip(y, probs[i], strict=True):
             ax_bar.text(min(p + 0.02, 0.8), yy, f"{p:.2f}", va="center", fontsize=9)
         ax_bar.spines[["top", "left"]].set_visible(False)
         if i == 0:
             ax_img.set_title(f"image\n{names[i]}", fontsize=10, loc="left")
-            ax_ov.set_title("CAM overlay" + (
+            ax_ov.set_title("CAM (blue low, red high)" + (
                 f"\nlung attention {lung_ratios[i]:.2f}"
                 if lung_ratios is not None and np.isfinite(lung_ratios[i]) else ""
             ), fontsize=10, loc="left")  # fmt: skip
             ax_bar.set_title("class probability", fontsize=10, loc="left")
     if title:
-        fig.suptitle(title, fontsize=12, y=1 - 0.25 / (row_h * n + 0.8))
-    fig.subplots_adjust(left=0.08, right=0.86, top=1 - 0.7 / (row_h * n + 0.8), bottom=0.03)
+        fig.suptitle(title, fontsize=12, y=1 - 0.2 / (row_h * n + 1.4))
+    fig.subplots_adjust(left=0.08, right=0.86, top=1 - 1.2 / (row_h * n + 1.4), bottom=0.03)
     return fig

@@ -48,7 +48,7 @@ import pandas as pd
 from cxrlab import __version__
 from cxrlab.errors import ConfigError, DataError
 from cxrlab.explain._rundir import load_images, load_masks, load_run, split_rows
-from cxrlab.explain.attention import MASK_OK, attention_frame, summarize_attention
+from cxrlab.explain.attention import MASK_OK, add_notice, attention_frame, summarize_attention
 from cxrlab.explain.features import predict_with_features
 from cxrlab.explain.regions import (
     BORDER_FRACTION,
@@ -125,7 +125,9 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, *, labels: lis
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
         if n
         else float("nan"),
-        "predicted_fraction": {str(c): float(np.mean(y_pred == c)) if n else float("nan") for c in labels},
+        "predicted_fraction": {
+            str(c): float(np.mean(y_pred == c)) if n else float("nan") for c in labels
+        },
     }
 
 
@@ -189,7 +191,10 @@ def source_probe(
     known = sources != ""
     counts = pd.Series(sources[known]).value_counts()
     keep = known & np.isin(sources, counts[counts >= 2].index.to_numpy())
-    excluded = {"unknown_source": int((~known).sum()), "single_image_sources": int((counts < 2).sum())}
+    excluded = {
+        "unknown_source": int((~known).sum()),
+        "single_image_sources": int((counts < 2).sum()),
+    }
     y = sources[keep]
     n_sources = len(set(y))
     if n_sources < 2:
@@ -280,7 +285,8 @@ def shortcut_rules(
         "name": "source_identifiable",
         "rule": (
             f"source-probe accuracy > max(majority-source rate, label baseline) + "
-            f"{t['source_margin']} (needs >= {int(t['source_min_images'])} images with known sources)"
+            f"{t['source_margin']} (needs >= {int(t['source_min_images'])} images with known "
+            "sources)"
         ),
         "value": None,
         "threshold": None,
@@ -345,7 +351,9 @@ def _summary(report: dict) -> str:
         why = {
             "lungs_removed": "it keeps much of its accuracy without the lungs",
             "border_only": "the image border alone predicts the class",
-            "source_identifiable": "its features identify the image source beyond what the class explains",
+            "source_identifiable": (
+                "its features identify the image source beyond what the class explains"
+            ),
         }
         parts.append(
             "Shortcut suspected: " + "; ".join(why[r["name"]] for r in fired) + ". The model "
@@ -519,27 +527,40 @@ def probe_run(
     report["summary"] = _summary(report)
     path = write_json(run.run_dir / PROBE_FILE, report)
     logger.info("%s", report["summary"])
-    return ProbeResult(path=path, shortcut_suspected=suspected, summary=report["summary"], report=report)
+    return ProbeResult(
+        path=path, shortcut_suspected=suspected, summary=report["summary"], report=report
+    )
 
 
-def _attention(model, images, masks, status, rows, y, pred, classes, *, limit, seed, batch_size, layer) -> dict:
-    from cxrlab.explain.cam import compute_cams
+def _attention(
+    model, images, masks, status, rows, y, pred, classes, *, limit, seed, batch_size, layer
+) -> dict:
+    from cxrlab.explain.cam import compute_cams, layer_resolution, resolution_notice
 
     idx = np.arange(len(rows))
     if limit is not None and len(idx) > limit:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=limit, replace=False))
+    x = images[idx][:, None].astype(np.float32) / 255.0
     cams = compute_cams(
-        model, images[idx][:, None].astype(np.float32) / 255.0, method="gradcam", target="predicted",
-        layer=layer, batch_size=batch_size,
-    )  # fmt: skip
+        model, x, method="gradcam", target="predicted", layer=layer, batch_size=batch_size
+    )
     frame = attention_frame(
         cams, [masks[i] for i in idx], paths=rows["path"].to_numpy()[idx].tolist(),
         labels=y[idx].tolist(), predicted=pred[idx].tolist(), mask_status=[status[i] for i in idx],
     )  # fmt: skip
     summary = summarize_attention(frame, classes=classes)
+    layer = layer or model.meta.cam_layer
+    resolution = layer_resolution(model, layer, images.shape[-1])
+    summary["cam_resolution"] = list(resolution)
+    coarse = resolution_notice(resolution, layer)
+    if coarse:
+        add_notice(summary, coarse)
+        logger.warning("Lung attention: %s.", coarse)
     summary["status"] = "ok"
     summary["method"] = "gradcam, target: predicted class"
-    summary["layer"] = layer or model.meta.cam_layer
-    summary["subset"] = None if len(idx) == len(rows) else f"{len(idx)} of {len(rows)} images (seed {seed})"
+    summary["layer"] = layer
+    summary["subset"] = (
+        None if len(idx) == len(rows) else f"{len(idx)} of {len(rows)} images (seed {seed})"
+    )
     summary["masks_ok"] = int(sum(s == MASK_OK for s in status))
     return summary

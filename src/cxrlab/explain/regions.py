@@ -1,12 +1,12 @@
 """Image regions the shortcut probes keep or black out: lung masks and their documented fallbacks.
 
-Masks are brought to the model's grid exactly as images are (:func:`cxrlab.data.images.resize_square`,
-a stretch with bilinear filtering) and thresholded at 128. Where a dataset has no lung masks,
-:func:`central_lung_region` stands in for them: two ellipses covering the typical lung fields of a
-frontal (PA/AP) radiograph, centred at 31 % and 69 % of the width and 48 % of the height, with
-semi-axes of 17 % of the width and 34 % of the height (so they span x 14-48 % and 52-86 %, y 14-82 %).
-:func:`border_frame` is the outer 12 % of the side on every edge, where burnt-in text, markers,
-collimation edges and scanner borders live.
+Masks are brought to the model's grid exactly as images are
+(:func:`cxrlab.data.images.resize_square`, a stretch with bilinear filtering) and thresholded at
+128. Where a dataset has no lung masks, :func:`central_lung_region` stands in for them: two
+ellipses covering the typical lung fields of a frontal (PA/AP) radiograph, centred at 31 % and
+69 % of the width and 48 % of the height, with semi-axes of 17 % of the width and 34 % of the
+height (so they span x 14-48 % and 52-86 %, y 14-82 %). :func:`border_frame` is the outer 12 % of
+the side on every edge, where burnt-in text, markers, collimation edges and scanner borders live.
 """
 
 from __future__ import annotations
@@ -107,9 +107,7 @@ def read_mask(path: str | os.PathLike, size: int) -> tuple[np.ndarray, tuple[int
     return resize_square(gray, size) >= MASK_THRESHOLD, gray.shape
 
 
-def shape_mismatch(
-    mask_shape: tuple[int, int], image_shape: tuple[int, int] | None
-) -> str | None:
+def shape_mismatch(mask_shape: tuple[int, int], image_shape: tuple[int, int] | None) -> str | None:
     """Describe how a mask's (H, W) differs from its image's, or None when they match."""
     if image_shape is None:
         return None

@@ -13,8 +13,15 @@ import pandas as pd
 
 from cxrlab.errors import ConfigError, DataError
 from cxrlab.explain._rundir import load_images, load_masks, load_run, read_split, split_rows
-from cxrlab.explain.attention import attention_frame, summarize_attention
-from cxrlab.explain.cam import CamMethod, compute_cams, overlay, resolve_layer
+from cxrlab.explain.attention import add_notice, attention_frame, summarize_attention
+from cxrlab.explain.cam import (
+    CamMethod,
+    compute_cams,
+    layer_resolution,
+    overlay,
+    resolution_notice,
+    resolve_layer,
+)
 from cxrlab.explain.features import predict_with_features
 from cxrlab.io import atomic_path, savefig, write_csv, write_json
 
@@ -55,8 +62,9 @@ def select_examples(
 ) -> np.ndarray:
     """Pick ``n`` images covering every class and both correct and incorrect predictions.
 
-    Groups (class, correct) and (class, incorrect) are visited round-robin in class order, each
-    giving one randomly drawn member per round (seeded), until ``n`` are chosen or all are used.
+    The groups (class, correct) for every class, then (class, incorrect) for every class, are
+    visited round-robin, each giving one randomly drawn member per round (seeded), until ``n`` are
+    chosen or all are used; so every class appears before any appears twice where it can.
 
     Returns:
         Indices into ``labels``, ordered by class, then correct before incorrect.
@@ -64,9 +72,9 @@ def select_examples(
     labels, predicted = np.asarray(labels, dtype=object), np.asarray(predicted, dtype=object)
     rng = np.random.default_rng(seed)
     order = {c: i for i, c in enumerate(classes)}
-    groups = []
-    for c in classes:
-        for correct in (True, False):
+    groups = []  # every class's correct group first, then every class's incorrect group
+    for correct in (True, False):
+        for c in classes:
             members = np.flatnonzero((labels == c) & ((predicted == c) == correct))
             groups.append(list(rng.permutation(members)))
     chosen: list[int] = []
@@ -140,7 +148,8 @@ def explain_run(
             for col in ("label", "mask_path", "width", "height"):
                 if col in lookup.columns:
                     rows[col] = [
-                        lookup[col].get(p, lookup[col].get(r, "")) for p, r in zip(rows["path"], resolved)
+                        lookup[col].get(p, lookup[col].get(r, ""))
+                        for p, r in zip(rows["path"], resolved, strict=True)
                     ]
         for col in ("label", "mask_path"):
             if col not in rows.columns:
@@ -152,7 +161,9 @@ def explain_run(
         candidates, grays = candidates[ok].reset_index(drop=True), grays[ok]
         probs, _ = predict_with_features(model, grays, device=run.device, features=False)
         predicted = [classes[i] for i in probs.argmax(axis=1)]
-        pick = select_examples(candidates["label"].tolist(), predicted, classes=classes, n=n, seed=seed)
+        pick = select_examples(
+            candidates["label"].tolist(), predicted, classes=classes, n=n, seed=seed
+        )
         rows, grays = candidates.iloc[pick].reset_index(drop=True), grays[pick]
         ok = np.ones(len(rows), dtype=bool)
     rows, grays = rows[ok].reset_index(drop=True), grays[ok]
@@ -160,7 +171,7 @@ def explain_run(
         raise DataError(f"None of the images to explain could be read: {skipped}.")
     labels = [str(v) for v in rows["label"]]
     if target == "true" and not all(lab in classes for lab in labels):
-        missing = [p for p, lab in zip(rows["path"], labels) if lab not in classes]
+        missing = [p for p, lab in zip(rows["path"], labels, strict=True) if lab not in classes]
         raise ConfigError(
             f"target 'true' needs each image's true label, but {len(missing)} image(s) are not in "
             f"the run's split.csv (first: {missing[0]}). Use --target predicted or a class name."
@@ -188,10 +199,16 @@ def explain_run(
         mask_status=status,
     )  # fmt: skip
     summary = summarize_attention(att, classes=classes)
+    resolution = layer_resolution(model, layer, meta.image_size)
+    summary["cam_resolution"] = list(resolution)
+    coarse = resolution_notice(resolution, layer)
+    if coarse and summary["n_with_mask"]:
+        add_notice(summary, coarse)
+        logger.warning("Lung attention: %s.", coarse)
 
-    overlays_rgb = [overlay(g, c) for g, c in zip(grays, cams)]
+    overlays_rgb = [overlay(g, c) for g, c in zip(grays, cams, strict=True)]
     overlay_paths = []
-    for i, (path, rgb) in enumerate(zip(rows["path"], overlays_rgb)):
+    for i, (path, rgb) in enumerate(zip(rows["path"], overlays_rgb, strict=True)):
         name = f"{i:02d}_{(labels[i] or 'unknown').replace(' ', '_')}_{_stem(path)}.png"
         overlay_paths.append(_save_png(rgb, out_dir / "overlays" / name))
 

@@ -90,4 +90,4 @@ def get_spec(name: str) -> ModelSpec:
 
 def _ensure_loaded() -> None:
     # Importing the modules runs their @register_model decorators.
-    from cxrlab.models import seed_cnn, timm_models  # noqa: F401
+    from cxrlab.models import seed_cnn, small_cnn, timm_models  # noqa: F401

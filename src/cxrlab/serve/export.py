@@ -27,6 +27,9 @@ from cxrlab.serve import runtime as rt
 
 logger = logging.getLogger(__name__)
 
+#: Lowest opset of PyTorch's default (torch.export-based) exporter; lower ones use TorchScript's.
+DYNAMO_MIN_OPSET = 18
+
 #: Largest |p_onnx - p_torch| accepted by the post-export check.
 PARITY_TOLERANCE = 1e-4
 
@@ -61,7 +64,10 @@ def onnx_metadata(meta: Any) -> dict[str, str]:
         rt.ONNX_META_STD: repr(float(meta.std)),
         rt.ONNX_META_MODEL_NAME: meta.model_name,
         rt.ONNX_META_VERSION: __version__,
-        rt.ONNX_META_INPUT: f"image: {rt.INPUT_CONTRACT}; normalisation (mean/std) is in the graph",
+        rt.ONNX_META_INPUT: (
+            f"image: (N,{int(meta.in_chans)},S,S) float32 in [0,1], S={int(meta.image_size)}; "
+            "normalisation (mean/std) is in the graph"
+        ),
         rt.ONNX_META_OUTPUT: "logits: (N,K) float32; their softmax is in `classes` order",
     }
 
@@ -79,7 +85,8 @@ def export_onnx(
     Args:
         model_or_path: A :class:`~cxrlab.models.CxrClassifier`, a run directory or a ``.ckpt``.
         out: Destination ``.onnx`` file (written whole or not at all).
-        opset: ONNX opset (``None``: the exporter's default, 18 or later).
+        opset: ONNX opset (``None``: the exporter's default, 18 or later; below 18 the
+            TorchScript-based exporter is used).
         dynamic_batch: Make the batch axis symbolic; otherwise the graph takes exactly one image.
         check: Run ONNX Runtime on a random batch and compare probabilities with PyTorch; a
             difference above :data:`PARITY_TOLERANCE` raises.
@@ -105,32 +112,52 @@ def export_onnx(
     example = torch.rand(
         2 if dynamic_batch else 1, chans, size, size, generator=torch.Generator().manual_seed(0)
     )
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
 
+    # The torch.export-based exporter (PyTorch's default) emits opset 18 and later; older opsets,
+    # for older runtimes, go through the TorchScript-based exporter.
+    legacy = opset is not None and opset < DYNAMO_MIN_OPSET
     with tempfile.TemporaryDirectory(prefix="cxrlab-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
+        names = {"input_names": ["image"], "output_names": ["logits"], "opset_version": opset}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # exporter chatter, not the user's to fix
-                torch.onnx.export(
-                    model,
-                    (example,),
-                    raw,
-                    input_names=["image"],
-                    output_names=["logits"],
-                    opset_version=opset,
-                    dynamic_shapes=dynamic_shapes,
-                    external_data=False,
-                    optimize=True,
-                    verbose=False,
-                )
+                if legacy:
+                    axes = {"image": {0: "batch"}, "logits": {0: "batch"}}
+                    torch.onnx.export(
+                        model,
+                        (example,),
+                        str(raw),
+                        dynamo=False,
+                        dynamic_axes=axes if dynamic_batch else None,
+                        **names,
+                    )
+                else:
+                    batch = torch.export.Dim("batch", min=1, max=4096)
+                    torch.onnx.export(
+                        model,
+                        (example,),
+                        raw,
+                        dynamic_shapes=({0: batch},) if dynamic_batch else None,
+                        external_data=False,
+                        optimize=True,
+                        verbose=False,
+                        **names,
+                    )
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(
                 f"ONNX export of {meta.model_name!r} failed ({type(exc).__name__}: {detail}). "
-                "Try another --opset (e.g. 18) or report the model name and torch version."
+                f"Try another --opset (e.g. {DYNAMO_MIN_OPSET}) or report the model name and "
+                "torch version."
             ) from exc
         proto = onnx.load(str(raw))
+    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)
+    if opset is not None and opset_used != opset:
+        raise ConfigError(
+            f"--opset {opset} was requested but the exporter produced opset {opset_used}; "
+            f"{out} was not written. Choose an opset this torch version supports."
+        )
 
     metadata = onnx_metadata(meta)
     del proto.metadata_props[:]
@@ -142,7 +169,6 @@ def export_onnx(
         f"output logits over {list(meta.classes)}."
     )
     onnx.checker.check_model(proto)
-    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)
 
     with atomic_path(out) as tmp_out:
         onnx.save(proto, str(tmp_out))

@@ -220,13 +220,16 @@ def train(
 
     label_ids = split["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     datamodule = CachedDataModule(
-        data.cache.load().images,
+        data.cache.images,
         split["split"].to_numpy(),
         label_ids,
         batch_size=recipe.batch_size,
         seed=config.seed,
         pin_memory=torch.cuda.is_available(),
     )
+    # The data module holds its own in-memory copy of each split; unmapping the cache file keeps
+    # peak memory at about one copy of the images.
+    del data
     for name in ("train", "val"):
         if len(datamodule.datasets[name]) == 0:
             raise DataError(f"The {name} split is empty; use more images or other split fractions.")
@@ -267,11 +270,19 @@ def train(
     )
     last = ckpt_dir / "last.ckpt"
     start = time.perf_counter()
-    trainer.fit(
-        module,
-        datamodule=datamodule,
-        ckpt_path=str(last) if config.resume and last.exists() else None,
-    )
+    with warnings.catch_warnings():
+        # Advice that does not apply: batches come from memory (no workers needed) and the
+        # LightningModule's batch hook is the intended place for device-side augmentation.
+        for message in (
+            ".*does not have many workers.*",
+            ".*overridden `on_after_batch_transfer`.*",
+        ):
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=str(last) if config.resume and last.exists() else None,
+        )
     seconds = time.perf_counter() - start
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
@@ -289,7 +300,7 @@ def train(
         write_json(
             config.out / SUMMARY_FILE,
             {
-                "best_checkpoint": str(best.relative_to(config.out)),
+                "best_checkpoint": str(best.resolve().relative_to(config.out.resolve())),
                 "monitor": result.monitor,
                 "best_score": result.best_score,
                 "epochs_run": result.epochs_run,
