@@ -301,11 +301,12 @@ def test_cli_probe(synth_shortcut_dataset, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("shortcut", [True, False], ids=["shortcut", "clean"])
 def test_trained_models_with_and_without_planted_shortcut(tmp_path, shortcut):
+    """~5-10 min per case on 2 CPU cores (ResNet-18, 64 px, 240 images, 20 epochs)."""
     from cxrlab.config import load_config
     from cxrlab.data.synth import synthesize
     from cxrlab.training import train
 
-    data = synthesize(tmp_path / "data", per_class=40, size=SIZE, seed=0, shortcut=shortcut)
+    data = synthesize(tmp_path / "data", per_class=60, size=SIZE, seed=0, shortcut=shortcut)
     config = load_config(
         data=data, out=tmp_path / "run", model="resnet18", image_size=SIZE, epochs=20,
         batch_size=16, seed=0, progress=False, cache_dir=tmp_path / "cache",
@@ -319,8 +320,10 @@ def test_trained_models_with_and_without_planted_shortcut(tmp_path, shortcut):
     if shortcut:
         assert rep["shortcut_suspected"], rep["summary"]
         assert removed > chance + 0.4, rep["summary"]
+        assert rep["probes"]["border_only"]["accuracy"] > chance + 0.4, rep["summary"]
         assert att["lung_ratio_mean"] < att["lung_area_mean"], rep["lung_attention"]
     else:
-        assert rep["clean"]["accuracy"] > chance + 0.3, rep["summary"]  # it did learn
+        assert rep["clean"]["accuracy"] > chance + 0.15, rep["summary"]  # it did learn
         assert not rep["shortcut_suspected"], rep["summary"]
-        assert removed < chance + 0.25, rep["summary"]
+        assert removed < chance + 0.15, rep["summary"]
+        assert rep["probes"]["border_only"]["accuracy"] < chance + 0.15, rep["summary"]

@@ -36,8 +36,9 @@ def trained_run(synth_dataset, tmp_path_factory):
 def test_run_directory_is_complete(trained_run):
     cfg, result = trained_run
     run = result.run_dir
-    for name in ("config.yaml", "environment.json", "split.csv", "history.csv", "classes.json",
-                 "train_summary.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):  # fmt: skip
+    expected = ["config.yaml", "environment.json", "split.csv", "history.csv", "classes.json"]
+    expected += ["train_summary.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"]
+    for name in expected:
         assert (run / name).is_file(), name
     split = pd.read_csv(run / "split.csv")
     assert set(split["split"]) == {"train", "val", "test"}

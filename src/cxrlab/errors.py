@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 
 class CxrlabError(Exception):
-    """Base class of every error cxrlab raises on purpose (the CLI prints these without traceback)."""
+    """Base class of every error cxrlab raises on purpose (printed by the CLI, no traceback)."""
 
 
 class DataError(CxrlabError, ValueError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,9 +12,7 @@ from cxrlab.cli.common import console, progress_callback
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
-        data: Optional[Path] = typer.Option(
-            None, "--data", help="Use a real dataset folder instead."
-        ),
+        data: Path | None = typer.Option(None, "--data", help="Use a real dataset folder instead."),
         out: Path = typer.Option(Path("demo-run"), "--out", help="Where data and run go."),
         seed: int = typer.Option(0, help="Seed."),
         epochs: int = typer.Option(None, help="Training epochs (default: the demo's)."),

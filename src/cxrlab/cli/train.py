@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,10 +11,10 @@ from cxrlab.cli.common import console, progress_callback
 
 def build_train_config(
     *,
-    config_file: Optional[Path],
-    out: Optional[Path],
+    config_file: Path | None,
+    out: Path | None,
     resume: bool,
-    split: Optional[dict] = None,
+    split: dict | None = None,
     **options,
 ):
     """Merge a YAML file (or, with --resume, the run's own config.yaml) with CLI options."""
@@ -30,41 +29,37 @@ def build_train_config(
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_cmd(
-        data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder."),
-        model: Optional[str] = typer.Option(
+        data: Path | None = typer.Option(None, "--data", help="Dataset folder."),
+        model: str | None = typer.Option(
             None, "--model", help="Registered model (`cxrlab models`)."
         ),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create."),
-        epochs: Optional[int] = typer.Option(None, help="Epochs (default: the model's recipe)."),
-        batch_size: Optional[int] = typer.Option(
-            None, "--batch-size", help="Batch size per device."
-        ),
-        lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
-        image_size: Optional[int] = typer.Option(None, "--image-size", help="Square input size."),
-        seed: Optional[int] = typer.Option(None, help="The one seed that reproduces the run."),
-        limit_per_class: Optional[int] = typer.Option(
+        out: Path | None = typer.Option(None, "--out", help="Run directory to create."),
+        epochs: int | None = typer.Option(None, help="Epochs (default: the model's recipe)."),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per device."),
+        lr: float | None = typer.Option(None, help="Peak learning rate."),
+        image_size: int | None = typer.Option(None, "--image-size", help="Square input size."),
+        seed: int | None = typer.Option(None, help="The one seed that reproduces the run."),
+        limit_per_class: int | None = typer.Option(
             None, "--limit-per-class", help="Seeded subset of N images per class, for quick runs."
         ),
-        split_by: Optional[str] = typer.Option(
+        split_by: str | None = typer.Option(
             None, "--split-by", help="stratified (default) or source (hold out whole sources)."
         ),
-        pretrained: Optional[bool] = typer.Option(
+        pretrained: bool | None = typer.Option(
             None, "--pretrained/--from-scratch", help="Start from ImageNet weights (timm models)."
         ),
-        accelerator: Optional[str] = typer.Option(None, help="auto, cpu or gpu."),
-        devices: Optional[str] = typer.Option(None, help="Devices per node (int or auto)."),
-        num_nodes: Optional[int] = typer.Option(
-            None, "--num-nodes", help="Nodes (multi-node DDP)."
-        ),
-        strategy: Optional[str] = typer.Option(None, help="Lightning strategy, e.g. ddp."),
-        precision: Optional[str] = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
-        compile: Optional[bool] = typer.Option(
+        accelerator: str | None = typer.Option(None, help="auto, cpu or gpu."),
+        devices: str | None = typer.Option(None, help="Devices per node (int or auto)."),
+        num_nodes: int | None = typer.Option(None, "--num-nodes", help="Nodes (multi-node DDP)."),
+        strategy: str | None = typer.Option(None, help="Lightning strategy, e.g. ddp."),
+        precision: str | None = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
+        compile: bool | None = typer.Option(
             None, "--compile/--no-compile", help="torch.compile the model."
         ),
-        cache_dir: Optional[Path] = typer.Option(
+        cache_dir: Path | None = typer.Option(
             None, "--cache-dir", help="Decoded-image cache folder."
         ),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any option."),
+        config: Path | None = typer.Option(None, "--config", help="YAML file with any option."),
         resume: bool = typer.Option(False, "--resume", help="Continue from checkpoints/last.ckpt."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run."),
         strict: bool = typer.Option(
@@ -109,7 +104,8 @@ def register(app: typer.Typer) -> None:
             return
         score = f"{result.best_score:.4f}" if result.best_score is not None else "n/a"
         console.print(
-            f"Trained [bold]{cfg.model}[/] for {result.epochs_run} epochs in {result.seconds:.0f} s; "
+            f"Trained [bold]{cfg.model}[/] for {result.epochs_run} epochs "
+            f"in {result.seconds:.0f} s; "
             f"best {result.monitor} {score}. Run directory: [bold]{result.run_dir}[/]"
         )
         if evaluate:

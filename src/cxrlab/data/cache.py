@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.errors import CxrlabError, ImageReadError
 from cxrlab.data.images import load_for_model
+from cxrlab.errors import CxrlabError, ImageReadError
 from cxrlab.io import write_json
 
 log = logging.getLogger(__name__)
@@ -38,24 +38,37 @@ ProgressFn = Callable[[int, int], None]
 
 @dataclass
 class ImageCache:
-    """Decoded images of one file list at one size.
+    """Decoded images of one file list at one size, in a file on disk.
 
     Attributes:
-        images: (N, S, S) uint8 read-only memmap of the cache file.
+        path: The array file: N * S * S bytes, row-major (N, S, S) uint8.
+        shape: (N, S, S).
         errors: Row index -> reason, for files that could not be decoded (their rows are zero).
-        path: The array file on disk.
         key: The cache key.
     """
 
-    images: np.ndarray
-    errors: dict[int, str]
     path: Path
+    shape: tuple[int, int, int]
+    errors: dict[int, str]
     key: str
+
+    @property
+    def images(self) -> np.ndarray:
+        """(N, S, S) uint8 read-only memmap, for random access to a few rows."""
+        return np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
+
+    def read(self) -> np.ndarray:
+        """(N, S, S) uint8 array read into memory with plain file reads.
+
+        Unlike touching every page of :attr:`images`, this leaves no file-backed pages mapped in
+        the process, so peak memory is one copy of the images.
+        """
+        return np.fromfile(self.path, dtype=np.uint8).reshape(self.shape)
 
     @property
     def ok(self) -> np.ndarray:
         """(N,) bool: rows that decoded."""
-        mask = np.ones(len(self.images), dtype=bool)
+        mask = np.ones(self.shape[0], dtype=bool)
         mask[list(self.errors)] = False
         return mask
 
@@ -77,12 +90,12 @@ def cache_key(hashes: Sequence[str], size: int) -> str:
     return h.hexdigest()[:20]
 
 
-def _checksum(array: np.ndarray) -> str:
+def _checksum(path: Path) -> str:
+    """sha1 of a file, read in chunks (no memory mapping)."""
     h = hashlib.sha1()
-    flat = array.reshape(-1)
-    step = 1 << 26
-    for start in range(0, flat.size, step):
-        h.update(memoryview(np.ascontiguousarray(flat[start : start + step])))
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
     return h.hexdigest()
 
 
@@ -104,7 +117,7 @@ def _decode_chunk(args: tuple[str, int, int, int, list[str]]) -> dict[int, str]:
 def _open_existing(
     array_path: Path, meta_path: Path, n: int, size: int, key: str
 ) -> ImageCache | None:
-    """Return the cache at ``array_path`` if it is complete and intact, else None (with a warning)."""
+    """The cache at ``array_path`` if it is complete and intact, else None (with a warning)."""
     if not array_path.exists() and not meta_path.exists():
         return None
     problem = None
@@ -113,13 +126,11 @@ def _open_existing(
         expected = n * size * size
         if array_path.stat().st_size != expected:
             problem = f"size {array_path.stat().st_size} bytes, expected {expected}"
+        elif _checksum(array_path) != meta.get("checksum"):
+            problem = "checksum mismatch"
         else:
-            images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=(n, size, size))
-            if _checksum(images) != meta.get("checksum"):
-                problem = "checksum mismatch"
-            else:
-                errors = {int(k): v for k, v in meta.get("errors", {}).items()}
-                return ImageCache(images, errors, array_path, key)
+            errors = {int(k): v for k, v in meta.get("errors", {}).items()}
+            return ImageCache(array_path, (n, size, size), errors, key)
     except (OSError, ValueError, KeyError) as exc:
         problem = f"unreadable ({exc})"
     warnings.warn(
@@ -170,9 +181,7 @@ def build_cache(
     log.info("Decoding %d images at %dpx into %s", n, size, array_path)
     try:
         errors = _decode_all([str(p) for p in paths], tmp_path, n, size, workers, progress)
-        images = np.memmap(tmp_path, dtype=np.uint8, mode="r", shape=(n, size, size))
-        checksum = _checksum(images)
-        del images
+        checksum = _checksum(tmp_path)
         os.replace(tmp_path, array_path)
         write_json(
             meta_path,
@@ -203,8 +212,7 @@ def build_cache(
         raise
     for row, reason in errors.items():
         log.warning("Skipping %s: %s", paths[row], reason)
-    images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=(n, size, size))
-    return ImageCache(images, errors, array_path, key)
+    return ImageCache(array_path, (n, size, size), errors, key)
 
 
 def _decode_all(paths, tmp_path, n, size, workers, progress) -> dict[int, str]:
@@ -229,7 +237,7 @@ def _decode_all(paths, tmp_path, n, size, workers, progress) -> dict[int, str]:
                 progress(done, n)
         return errors
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for job, result in zip(jobs, pool.map(_decode_chunk, jobs)):
+        for job, result in zip(jobs, pool.map(_decode_chunk, jobs), strict=True):
             errors.update(result)
             done += len(job[4])
             if progress:

@@ -284,7 +284,7 @@ def _write_figures(
 
 
 def _probe_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The headline of ``probe.json`` (written by ``cxrlab explain probe``), or None.
+    """The headline of ``probe.json`` (written by ``cxrlab probe``), or None.
 
     Keeps its scalar entries (``shortcut_suspected``, ``split``, ``n_images``, the plain-language
     ``summary``...), plus the clean and per-probe accuracies; nested details stay in the file.

@@ -82,7 +82,11 @@ def cam_panel(
         ax_bar.yaxis.tick_right()
         ax_bar.tick_params(axis="x", labelsize=9)
         for yy, p in zip(y, probs[i], strict=True):
-            ax_bar.text(min(p + 0.02, 0.8), yy, f"{p:.2f}", va="center", fontsize=9)
+            inside = p > 0.85  # label inside the bar's end, in white, where it would not fit
+            ax_bar.text(
+                p - 0.02 if inside else p + 0.02, yy, f"{p:.2f}", va="center", fontsize=9,
+                ha="right" if inside else "left", color="white" if inside else "black",
+            )  # fmt: skip
         ax_bar.spines[["top", "left"]].set_visible(False)
         if i == 0:
             ax_img.set_title(f"image\n{names[i]}", fontsize=10, loc="left")

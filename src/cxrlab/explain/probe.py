@@ -243,16 +243,25 @@ def shortcut_rules(
     chance: float,
     source: dict | None = None,
     attention: dict | None = None,
-    thresholds: dict[str, float] = THRESHOLDS,
+    thresholds: dict[str, float] | None = None,
 ) -> list[dict]:
     """Evaluate the flagging rules of the module docstring.
+
+    Args:
+        clean_accuracy: Accuracy on unmodified images.
+        lungs_removed_accuracy: Accuracy with the lungs blacked out.
+        border_only_accuracy: Accuracy from the border frame alone.
+        chance: The majority-class rate.
+        source: :func:`source_probe`'s result, if any.
+        attention: :func:`~cxrlab.explain.attention.summarize_attention`'s result, if any.
+        thresholds: Overrides of :data:`THRESHOLDS` (default: none).
 
     Returns:
         One dict per rule: ``name``, ``rule`` (in words), ``value``, ``threshold``,
         ``evaluated``, ``triggered`` and ``flags`` (whether it counts toward
         ``shortcut_suspected``).
     """
-    t = thresholds
+    t = THRESHOLDS if thresholds is None else {**THRESHOLDS, **thresholds}
     removed_thr = max(
         chance + t["lungs_removed_margin"],
         chance + t["lungs_removed_retained_fraction"] * (clean_accuracy - chance),

@@ -28,7 +28,8 @@ class ModelSpec:
             network; it receives normalised input and returns logits.
         image_size: Default square input size in pixels.
         cam_layer: Dotted name, inside the bare network, of the layer Grad-CAM hooks by default.
-        recipe: Default training recipe: ``"seed"`` (the seed's Adam/plateau recipe) or ``"modern"``.
+        recipe: Default training recipe: ``"seed"`` (the seed's Adam/plateau recipe) or
+            ``"modern"``.
         description: One line for ``cxrlab models``.
         mean: Intensity subtracted from [0, 1] input before the network.
         std: Divisor applied after subtracting ``mean``.

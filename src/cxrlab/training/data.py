@@ -14,25 +14,27 @@ from torch.utils.data import DataLoader, Dataset
 
 
 class CachedImages(Dataset):
-    """Rows of a uint8 image array with integer labels.
+    """Some rows of an in-memory uint8 image tensor, with integer labels.
 
     ``dataset[i]`` gives ``((S, S) uint8 tensor, label)``; ``dataset.__getitems__(indices)`` gives
-    the whole batch as ``((B, S, S) uint8, (B,) int64)`` in one gather.
+    the whole batch as ``((B, S, S) uint8, (B,) int64)`` in one gather. Datasets of one split
+    manifest share the same image tensor (no per-split copy).
     """
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray):
-        self.images = torch.from_numpy(np.ascontiguousarray(images[rows]))
+    def __init__(self, images: torch.Tensor, rows: np.ndarray, labels: np.ndarray):
+        self.images = images
+        self.rows = torch.as_tensor(rows, dtype=torch.long)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return self.images[i], self.labels[i]
+        return self.images[self.rows[i]], self.labels[i]
 
     def __getitems__(self, indices: list[int]):
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[idx], self.labels[idx]
+        return self.images[self.rows[idx]], self.labels[idx]
 
 
 def _already_collated(batch):
@@ -43,7 +45,8 @@ class CachedDataModule(L.LightningDataModule):
     """Train/val/test loaders over cached images.
 
     Args:
-        images: (N, S, S) uint8 array of every image in the split manifest.
+        images: (N, S, S) uint8 in-memory array of every image in the split manifest (shared,
+            not copied, when already contiguous).
         splits: Split name per row of ``images`` ("train", "val", "test", or other to skip).
         labels: Integer class per row.
         batch_size: Batch size per device.
@@ -55,8 +58,9 @@ class CachedDataModule(L.LightningDataModule):
         super().__init__()
         splits = np.asarray(splits)
         labels = np.asarray(labels)
+        shared = torch.from_numpy(np.ascontiguousarray(images))
         self.datasets = {
-            name: CachedImages(images, np.flatnonzero(splits == name), labels[splits == name])
+            name: CachedImages(shared, np.flatnonzero(splits == name), labels[splits == name])
             for name in ("train", "val", "test")
         }
         self.batch_size = batch_size

@@ -39,7 +39,7 @@ class TrainResult:
 
 @dataclass
 class PreparedData:
-    """A split manifest with its decoded images (row i of ``cache.images`` is row i of ``split``)."""
+    """A split manifest and its decoded images (cache row i is ``split`` row i)."""
 
     split: pd.DataFrame
     classes: list[str]
@@ -153,7 +153,7 @@ def _trainer_kwargs(config: TrainConfig) -> dict:
 
 
 def _check_resume_schedule(config: TrainConfig, recipe: Recipe) -> None:
-    """A step-based schedule (one-cycle, cosine) is fixed by the epoch count: it can't be extended."""
+    """Step-based schedules (one-cycle, cosine) are laid out over the epochs: no extending."""
     import yaml
 
     saved_path = config.out / "config.yaml"
@@ -167,7 +167,7 @@ def _check_resume_schedule(config: TrainConfig, recipe: Recipe) -> None:
     if saved_recipe.epochs != recipe.epochs:
         raise ConfigError(
             f"Cannot resume {config.out} with {recipe.epochs} epochs: it was started with "
-            f"{saved_recipe.epochs} and its {recipe.scheduler} schedule is laid out over that many. "
+            f"{saved_recipe.epochs} and its {recipe.scheduler} schedule is laid out over those. "
             "Resume with the original --epochs, or start a new run."
         )
 
@@ -220,16 +220,13 @@ def train(
 
     label_ids = split["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     datamodule = CachedDataModule(
-        data.cache.images,
+        data.cache.read(),
         split["split"].to_numpy(),
         label_ids,
         batch_size=recipe.batch_size,
         seed=config.seed,
         pin_memory=torch.cuda.is_available(),
     )
-    # The data module holds its own in-memory copy of each split; unmapping the cache file keeps
-    # peak memory at about one copy of the images.
-    del data
     for name in ("train", "val"):
         if len(datamodule.datasets[name]) == 0:
             raise DataError(f"The {name} split is empty; use more images or other split fractions.")
