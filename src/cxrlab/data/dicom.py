@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrlab.data.images import check_readable_file
 from cxrlab.errors import ImageReadError
 
 logger = logging.getLogger(__name__)
@@ -64,13 +65,7 @@ def read_dicom_gray(path: str | os.PathLike, *, max_side: int | None = None) -> 
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageReadError(path, "file does not exist") from None
-    if size == 0:
-        raise ImageReadError(path, "file is empty (0 bytes)")
+    path = check_readable_file(path)
     force = path.suffix.lower() in DICOM_SUFFIXES
     try:
         # Deferring large elements keeps the pixel data on disk until the frame is decoded.

@@ -41,6 +41,18 @@ def _to_gray_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+def check_readable_file(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path; raise ImageReadError if it is missing or empty."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageReadError(path, "file does not exist") from None
+    if size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+    return path
+
+
 def read_gray(path: str | os.PathLike, *, max_side: int | None = None) -> np.ndarray:
     """Read an image file as 8-bit grayscale.
 
@@ -57,13 +69,7 @@ def read_gray(path: str | os.PathLike, *, max_side: int | None = None) -> np.nda
     Raises:
         ImageReadError: The file is missing, empty, not an image, truncated or corrupt.
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageReadError(path, "file does not exist") from None
-    if size == 0:
-        raise ImageReadError(path, "file is empty (0 bytes)")
+    path = check_readable_file(path)
     from cxrlab.data.dicom import is_dicom
 
     if is_dicom(path):
