@@ -41,7 +41,7 @@ class SmallCNN(nn.Module):
 @register_model(
     "small-cnn",
     image_size=64,
-    cam_layer="features.3",
+    cam_layer="features.3.5",  # last ReLU before the final pooling: 8x8 cells at 64 px
     recipe="modern",
     description="Small 4-block CNN for demos and CPU experiments (~0.3M parameters)",
     mean=0.5,
