@@ -67,3 +67,9 @@ def test_occupied_run_dir_is_refused(monkeypatch, capsys, synth_dataset, tmp_pat
 def test_help_works(monkeypatch, capsys, command):
     code, text = run_cli(monkeypatch, capsys, command, "--help")
     assert code == 0 and "Usage" in text
+
+
+def test_error_text_with_brackets_is_printed_verbatim(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "kagglehub", None)
+    code, text = run_cli(monkeypatch, capsys, "data", "download")
+    assert code == 2 and "cxrlab[kaggle]" in text.replace("\n", "")

@@ -48,7 +48,11 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CxrlabError as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", soft_wrap=True, highlight=False)
+        from rich.markup import escape
+
+        err_console.print(
+            f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False
+        )
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -129,6 +129,16 @@ def register(app: typer.Typer) -> None:
             _print_frame(source_coverage(split), "source coverage")
         console.print(f"test split hash {split_hash(split)}; written to {out}")
 
+    @data_app.command("download")
+    def download_cmd(
+        force: bool = typer.Option(False, "--force", help="Download again even if cached."),
+    ) -> None:
+        """Download the COVID-19 Radiography Database from Kaggle (needs kagglehub)."""
+        from cxrlab.data.download import download_database
+
+        path = download_database(force=force)
+        console.print(f"Database at [bold]{path}[/]; next: cxrlab data inspect {path}")
+
     app.add_typer(data_app, name="data")
 
     @app.command("synth")
