@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from cxrlab.data.images import load_for_model
+from cxrlab.devices import resolve_device
 from cxrlab.errors import CxrlabError, DataError, RunDirError
 from cxrlab.explain.attention import MASK_MISSING, MASK_OK, MASK_UNREADABLE
 from cxrlab.explain.regions import read_mask, shape_mismatch
@@ -32,10 +33,6 @@ class Run:
     meta: ModelMeta
     split: pd.DataFrame
     device: torch.device
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def read_split(run_dir: Path) -> pd.DataFrame:
@@ -63,7 +60,7 @@ def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = 
         raise RunDirError(
             f"Run directory {run_dir} does not exist. Pass the --out of `cxrlab train`."
         )
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     model, meta = load_classifier(run_dir, map_location=dev)
     split = (
         read_split(run_dir)

@@ -100,11 +100,6 @@ def resolution_notice(resolution: tuple[int, int], layer: str) -> str | None:
     )
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def class_index(classes: Sequence[str], target: str | int) -> int:
     """Turn a class name or index into an output index, validating it against ``classes``."""
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrlab.devices import resolve_device
 from cxrlab.errors import ConfigError
 
 
@@ -33,12 +34,6 @@ def classifier_head(model: nn.Module, num_classes: int | None = None) -> nn.Line
             "classifier head."
         )
     return heads[-1]
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @torch.inference_mode()
@@ -64,7 +59,7 @@ def predict_with_features(
         ``(probs, feats)``: (N, K) float64 softmax probabilities and (N, D) float32 features
         (None when ``features`` is False).
     """
-    device = _device(device)
+    device = resolve_device(device)
     model = model.to(device).eval()
     k = len(model.meta.classes)
     store: list[torch.Tensor] = []

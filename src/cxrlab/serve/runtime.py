@@ -95,8 +95,9 @@ class TorchPredictor:
     def __init__(self, model: Any, *, device: Device | str | None = None):
         import torch
 
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        from cxrlab.devices import resolve_device
+
+        device = resolve_device(device)
         if str(device).startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(
                 "--device cuda was requested but PyTorch sees no CUDA device; use --device cpu."

@@ -10,13 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrlab.devices import resolve_device
 from cxrlab.errors import DataError, RunDirError
 
 log = logging.getLogger(__name__)
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @torch.inference_mode()
@@ -38,7 +35,7 @@ def predict_arrays(
     Returns:
         (N, K) float64 probabilities (softmax of the logits, computed in float32).
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model = model.to(device).eval()
     autocast = device.type == "cuda" and torch.cuda.is_bf16_supported()
     out = []
