@@ -34,7 +34,7 @@ from cxrlab.evaluation.runs import (
     path_to_sha1,
     run_classes,
 )
-from cxrlab.io import write_json, write_text
+from cxrlab.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -301,9 +301,13 @@ def write_cv_summary(summary: dict[str, Any], out_dir: str | os.PathLike) -> dic
         f"{summary['pooled']['n_images']} "
         f"images) with a {b['method']} by image ({b['n_boot']} resamples, seed {b['seed']})."
     )
-    tex = tables.to_latex(table, caption="Cross-validation summary.", label="tab:cv", notes=note)
     return {
         "json": write_json(out_dir / "cv_summary.json", summary),
-        "md": write_text(out_dir / "cv_summary.md", tables.to_markdown(table) + "\n" + note + "\n"),
-        "tex": write_text(out_dir / "cv_summary.tex", tex),
+        **tables.write_table(
+            out_dir / "cv_summary",
+            table,
+            caption="Cross-validation summary.",
+            label="tab:cv",
+            note=note,
+        ),
     }

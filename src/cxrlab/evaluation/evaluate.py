@@ -47,7 +47,7 @@ from cxrlab.evaluation.runs import (
     load_predictions,
     run_classes,
 )
-from cxrlab.io import write_json, write_text
+from cxrlab.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -222,30 +222,19 @@ def _write_tables(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
     )
     per_class = tables.per_class_table(metrics["per_class"])
     out = {}
-    out["metrics_md"] = write_text(
-        run_dir / "tables" / "metrics.md", tables.to_markdown(main) + "\n" + note + "\n"
-    )
-    out["metrics_tex"] = write_text(
-        run_dir / "tables" / "metrics.tex",
-        tables.to_latex(
-            main,
-            caption="Test-set performance with 95% confidence intervals.",
-            label="tab:metrics",
-            notes=note,
-        ),
-    )
-    out["per_class_md"] = write_text(
-        run_dir / "tables" / "per_class.md", tables.to_markdown(per_class) + "\n" + note + "\n"
-    )
-    out["per_class_tex"] = write_text(
-        run_dir / "tables" / "per_class.tex",
-        tables.to_latex(
+    for name, frame, caption, label in (
+        ("metrics", main, "Test-set performance with 95% confidence intervals.", "tab:metrics"),
+        (
+            "per_class",
             per_class,
-            caption="Per-class test-set performance (one-vs-rest) with 95% confidence intervals.",
-            label="tab:per-class",
-            notes=note,
+            "Per-class test-set performance (one-vs-rest) with 95% confidence intervals.",
+            "tab:per-class",
         ),
-    )
+    ):
+        written = tables.write_table(
+            run_dir / "tables" / name, frame, caption=caption, label=label, note=note
+        )
+        out[f"{name}_md"], out[f"{name}_tex"] = written["md"], written["tex"]
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -221,3 +222,21 @@ def to_latex(
         lines.append(f"\\par\\smallskip{{\\footnotesize {latex_escape(notes)}}}")
     lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def write_table(
+    stem: Path, frame: pd.DataFrame, *, caption: str, label: str, note: str
+) -> dict[str, Path]:
+    """Write ``frame`` as ``<stem>.md`` (with ``note`` below) and ``<stem>.tex`` atomically.
+
+    Returns:
+        ``{"md": path, "tex": path}``.
+    """
+    from cxrlab.io import write_text
+
+    return {
+        "md": write_text(stem.with_suffix(".md"), to_markdown(frame) + "\n" + note + "\n"),
+        "tex": write_text(
+            stem.with_suffix(".tex"), to_latex(frame, caption=caption, label=label, notes=note)
+        ),
+    }
