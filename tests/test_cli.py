@@ -54,6 +54,15 @@ def test_unknown_config_key_is_named(monkeypatch, capsys, synth_dataset, tmp_pat
     assert code == 2 and "epoch" in text and "epochs" in text and "Traceback" not in text
 
 
+def test_out_of_range_ema_decay_is_named(monkeypatch, capsys, synth_dataset, tmp_path):
+    code, text = run_cli(
+        monkeypatch, capsys, "train", "--data", synth_dataset, "--out", tmp_path / "r",
+        "--ema-decay", "1.5",
+    )  # fmt: skip
+    assert code == 2 and "ema_decay" in text and "Traceback" not in text
+    assert not (tmp_path / "r").exists()
+
+
 def test_occupied_run_dir_is_refused(monkeypatch, capsys, synth_dataset, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

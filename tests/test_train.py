@@ -95,6 +95,46 @@ def test_interrupted_run_resumes_from_last_checkpoint(synth_dataset, tmp_path):
     assert (cfg.out / "train_summary.json").is_file()
 
 
+def test_last_checkpoint_is_rewritten_every_epoch(synth_dataset, tmp_path, monkeypatch):
+    from cxrlab.training.module import CxrLightningModule
+
+    def worse_each_epoch(self, batch, batch_idx):  # the best checkpoint stays at epoch 0
+        self.log("val_f1", 1.0 - 0.1 * self.current_epoch, batch_size=len(batch[1]))
+
+    monkeypatch.setattr(CxrLightningModule, "validation_step", worse_each_epoch)
+    cfg = _config(synth_dataset, tmp_path / "run", tmp_path, epochs=3)
+    train(cfg)
+    load = lambda name: torch.load(cfg.out / "checkpoints" / name, weights_only=False)  # noqa: E731
+    assert load("best.ckpt")["epoch"] == 0
+    assert load("last.ckpt")["epoch"] == 2
+
+
+def test_weight_ema_is_what_the_checkpoint_holds_and_resumes(synth_dataset, tmp_path):
+    cfg = _config(synth_dataset, tmp_path / "run", tmp_path, epochs=3, ema_decay=0.9)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, callbacks=[_Crash()])
+    resumed = train(cfg.model_copy(update={"resume": True}))
+    assert resumed.epochs_run == 3
+    ckpt = torch.load(resumed.run_dir / "checkpoints/last.ckpt", weights_only=False)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    key = "model.network.fc.weight"
+    assert not torch.equal(averaged[key], raw[key])  # the average, not the last step's weights
+    model, _ = load_classifier(resumed.run_dir / "checkpoints/last.ckpt")
+    assert torch.equal(model.state_dict()["network.fc.weight"], averaged[key])
+    summary = yaml.safe_load((resumed.run_dir / "train_summary.json").read_text())
+    assert summary["recipe"]["ema_decay"] == 0.9
+
+
+def test_weight_ema_follows_the_weights_early_then_decays():
+    from cxrlab.training.callbacks import WeightEMA
+
+    ema = WeightEMA(0.99)
+    avg, cur = torch.zeros(3), torch.ones(3)
+    # After one update the average moves 9/11 of the way (warm-up), later at most 1 - decay.
+    assert torch.allclose(ema._average(avg, cur, torch.tensor(1)), torch.full((3,), 9 / 11))
+    assert torch.allclose(ema._average(avg, cur, torch.tensor(10**6)), torch.full((3,), 0.01))
+
+
 def test_same_seed_same_weights(synth_dataset, tmp_path):
     a = train(_config(synth_dataset, tmp_path / "a", tmp_path, epochs=1, model="seed-cnn"))
     b = train(_config(synth_dataset, tmp_path / "b", tmp_path, epochs=1, model="seed-cnn"))

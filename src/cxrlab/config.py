@@ -64,6 +64,8 @@ class TrainConfig(BaseModel):
     warmup_epochs: float | None = Field(None, ge=0)
     early_stopping_patience: int | None = Field(None, ge=1)
     monitor: Literal["val_loss", "val_f1"] | None = None
+    #: Exponential moving average of the weights (0 switches it off).
+    ema_decay: float | None = Field(None, ge=0, lt=1)
     image_size: int | None = Field(None, ge=16, le=2048)
     seed: int = 0
     limit_per_class: int | None = Field(None, ge=1)

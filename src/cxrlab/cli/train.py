@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per device."),
         lr: float | None = typer.Option(None, help="Peak learning rate."),
         image_size: int | None = typer.Option(None, "--image-size", help="Square input size."),
+        ema_decay: float | None = typer.Option(
+            None, "--ema-decay", help="Weight EMA decay, e.g. 0.998 (0: off; default: recipe)."
+        ),
         seed: int | None = typer.Option(None, help="The one seed that reproduces the run."),
         limit_per_class: int | None = typer.Option(
             None, "--limit-per-class", help="Seeded subset of N images per class, for quick runs."
@@ -83,6 +86,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             lr=lr,
             image_size=image_size,
+            ema_decay=ema_decay,
             seed=seed,
             limit_per_class=limit_per_class,
             pretrained=pretrained,

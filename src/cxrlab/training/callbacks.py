@@ -1,4 +1,4 @@
-"""Callbacks: per-epoch history CSV and checkpoints written atomically."""
+"""Callbacks: per-epoch history CSV, checkpoints written atomically, weight EMA."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from torch import Tensor
 
 from cxrlab.io import write_csv
 
@@ -24,6 +25,30 @@ class AtomicModelCheckpoint(ModelCheckpoint):
         trainer.strategy.barrier("atomic_checkpoint")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+
+
+class WeightEMA(WeightAveraging):
+    """Exponential moving average of the weights (and BatchNorm statistics), with warm-up.
+
+    Lightning's :class:`WeightAveraging` keeps the average, validates with it (so the best
+    checkpoint is chosen on the averaged weights) and writes it as the checkpoint's
+    ``state_dict``; the raw weights travel alongside for ``--resume``. The effective decay after
+    ``n`` updates is ``min(decay, (1 + n) / (10 + n))``, as in timm's ``ModelEmaV3``: early on the
+    average follows the weights closely instead of remembering the random initialisation, which
+    matters for short runs of a few hundred steps.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        super().__init__(use_buffers=True, avg_fn=self._average)
+
+    def _average(self, averaged: Tensor, current: Tensor, num_averaged: Tensor) -> Tensor:
+        n = float(num_averaged)
+        decay = min(self.decay, (1 + n) / (10 + n))
+        return averaged + (current - averaged) * (1 - decay)
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None  # after every optimiser step
 
 
 class HistoryCSV(L.Callback):

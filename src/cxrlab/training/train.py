@@ -194,7 +194,7 @@ def train(
     from lightning.pytorch.utilities import rank_zero_only
 
     from cxrlab.models.classifier import create_classifier
-    from cxrlab.training.callbacks import AtomicModelCheckpoint, HistoryCSV
+    from cxrlab.training.callbacks import AtomicModelCheckpoint, HistoryCSV, WeightEMA
     from cxrlab.training.data import CachedDataModule
     from cxrlab.training.environment import collect_environment
     from cxrlab.training.module import CxrLightningModule
@@ -245,11 +245,18 @@ def train(
         monitor=recipe.monitor,
         mode=recipe.monitor_mode,
         save_top_k=1,
-        save_last=True,
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    callbacks = [checkpoint, HistoryCSV(config.out / "history.csv"), *(callbacks or [])]
+    # A second, unmonitored checkpoint rewrites last.ckpt after every epoch. (ModelCheckpoint's
+    # own save_last only rewrites it in epochs where the best one improved, so a resumed run
+    # would repeat the epochs since the last improvement.)
+    latest = AtomicModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
+    )
+    callbacks = [checkpoint, latest, HistoryCSV(config.out / "history.csv"), *(callbacks or [])]
+    if recipe.ema_decay:
+        callbacks.append(WeightEMA(recipe.ema_decay))
     if recipe.early_stopping_patience:
         callbacks.append(
             EarlyStopping(monitor="val_loss", mode="min", patience=recipe.early_stopping_patience)
