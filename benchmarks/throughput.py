@@ -7,13 +7,15 @@ of:
     steady-state epochs of the real Lightning training path (uint8 batches from memory, batched
     augmentation on the device);
 (b) the tutorial pipeline: PIL decode + resize + torchvision RandomAffine per image in DataLoader
-    workers, float batches to the device;
+    workers, float batches to the device, with cxrlab's speed switches (channels_last, and bf16
+    autocast on a GPU) so that only the input pipeline differs; and (b') the same pipeline as
+    tutorials write it (fp32, default memory format), which shows what the switches add;
 (c) the ceiling: one uint8 batch already on the device, the same augmentation and model.
 
-Prints all three, the ratios, the device and the settings, ending with ``ratio_vs_tutorial`` and
-``ratio_vs_ceiling``. With no arguments it runs on the CPU in under two minutes on rdb-mini (or on
-synthetic images when rdb-mini is absent); ``--device cuda --model resnet50 --image-size 224
---batch-size 128 --workers 16`` gives the GPU figures.
+Prints all of them, the ratios, the device and the settings, ending with ``ratio_vs_tutorial``
+(against (b)) and ``ratio_vs_ceiling``. With no arguments it runs on the CPU in under two minutes
+on rdb-mini (or on synthetic images when rdb-mini is absent); ``--device cuda --model resnet50
+--image-size 224 --batch-size 128 --workers 16 --file-size 299`` gives the GPU figures.
 """
 
 from __future__ import annotations
@@ -61,20 +63,46 @@ def find_images(data: Path | None, n: int) -> tuple[list[Path], list[int]]:
     return (files * reps)[:n], (labels * reps)[:n]
 
 
+def _resize_file(job: tuple[Path, Path, int]) -> Path:
+    from PIL import Image
+
+    src, dst, size = job
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im.convert("L").resize((size, size), Image.Resampling.BICUBIC).save(dst)
+    return dst
+
+
+def resized_copies(files: list[Path], size: int, dest: Path) -> list[Path]:
+    """Each distinct file rewritten as a ``size`` x ``size`` PNG under ``dest`` (same order).
+
+    rdb-mini's files are 224 px; ``--file-size 299`` gives both pipelines files as large as the
+    database's, whose PNG decode costs about (299/224)^2 = 1.8 times more.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    distinct = list(dict.fromkeys(files))
+    jobs = [(f, dest / f"{i:06d}.png", size) for i, f in enumerate(distinct)]
+    with ProcessPoolExecutor() as pool:
+        copies = dict(zip(distinct, pool.map(_resize_file, jobs, chunksize=16), strict=True))
+    return [copies[f] for f in files]
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def make_model(name: str, k: int, size: int, device: torch.device):
+def make_model(name: str, k: int, size: int, device: torch.device, switches: bool = True):
     from cxrlab.models import create_classifier
 
     model = create_classifier(name, [str(i) for i in range(k)], image_size=size).to(device)
-    return model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last) if switches else model
 
 
-def autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, switches: bool = True):
+    enabled = switches and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def bench_ceiling(args, device, k) -> float:
@@ -140,9 +168,11 @@ class TutorialDataset(torch.utils.data.Dataset):
             return self.transform(im.convert("L")), self.labels[i]
 
 
-def bench_tutorial(args, device, files, labels, k) -> float:
-    """(b): the torchvision tutorial input pipeline feeding the same model."""
-    model = make_model(args.model, k, args.image_size, device)
+def bench_tutorial(args, device, files, labels, k, switches: bool = True) -> float:
+    """(b): the torchvision tutorial input pipeline feeding the same model; (b') without
+    cxrlab's speed switches (``switches=False``)."""
+    model = make_model(args.model, k, args.image_size, device, switches)
+    memory_format = torch.channels_last if switches else torch.contiguous_format
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(
         TutorialDataset(files, labels, args.image_size),
@@ -159,9 +189,9 @@ def bench_tutorial(args, device, files, labels, k) -> float:
             if epoch == 1 and start is None:
                 sync(device)
                 start = time.perf_counter()
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = y.to(device, non_blocking=True)
-            with autocast(device):
+            with autocast(device, switches):
                 loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -250,7 +280,7 @@ def main(argv=None) -> None:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--n-images", type=int, default=384, help="images per epoch")
+    p.add_argument("--n-images", type=int, default=256, help="images per epoch")
     p.add_argument("--epochs", type=int, default=3, help="cxrlab epochs (the first is warm-up)")
     p.add_argument("--workers", type=int, default=2, help="tutorial DataLoader workers")
     p.add_argument("--decode-workers", type=int, default=None, help="cache decode processes")
@@ -262,7 +292,15 @@ def main(argv=None) -> None:
         help="cap cxrlab batches per epoch (memory checks)",
     )
     p.add_argument("--data", type=Path, default=None)
-    p.add_argument("--only", choices=["all", "cxrlab", "tutorial", "ceiling"], default="all")
+    p.add_argument(
+        "--file-size",
+        type=int,
+        default=None,
+        help="rewrite the images at this size first (e.g. 299, the database's size)",
+    )
+    p.add_argument(
+        "--only", choices=["all", "cxrlab", "tutorial", "plain", "ceiling"], default="all"
+    )
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
@@ -270,6 +308,9 @@ def main(argv=None) -> None:
         torch.backends.cudnn.benchmark = True
     files, labels = find_images(args.data, args.n_images)
     k = max(labels) + 1
+    copies_dir = tempfile.TemporaryDirectory()
+    if args.file_size:
+        files = resized_copies(files, args.file_size, Path(copies_dir.name))
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -279,7 +320,8 @@ def main(argv=None) -> None:
     precision = "bf16 autocast" if device.type == "cuda" else "fp32"
     print(
         f"settings: model={args.model} image_size={args.image_size} batch={args.batch_size} "
-        f"images/epoch={len(files)} tutorial_workers={args.workers} "
+        f"images/epoch={len(files)} files={args.file_size or 'as found'} px "
+        f"tutorial_workers={args.workers} "
         f"precision={precision} channels_last=on"
     )
     results = {}
@@ -295,17 +337,27 @@ def main(argv=None) -> None:
         if args.only in ("all", "tutorial"):
             results["tutorial"] = bench_tutorial(args, device, files, labels, k)
             print(
-                f"(b) tutorial pipeline ({args.workers} workers): {results['tutorial']:,.1f} img/s"
+                f"(b) tutorial pipeline ({args.workers} workers), same switches: "
+                f"{results['tutorial']:,.1f} img/s"
+            )
+        if args.only in ("all", "plain"):
+            results["plain"] = bench_tutorial(args, device, files, labels, k, switches=False)
+            print(
+                f"(b') tutorial pipeline ({args.workers} workers) as tutorials write it "
+                f"(fp32, default memory format): {results['plain']:,.1f} img/s"
             )
         if args.only in ("all", "ceiling"):
             results["ceiling"] = bench_ceiling(args, device, k)
             print(f"(c) data-resident ceiling: {results['ceiling']:,.1f} img/s")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS: {rss:.2f} GiB")
+    if "cxrlab" in results and "plain" in results:
+        print(f"ratio_vs_plain_tutorial: {results['cxrlab'] / results['plain']:.2f}")
     if "cxrlab" in results and "tutorial" in results:
         print(f"ratio_vs_tutorial: {results['cxrlab'] / results['tutorial']:.2f}")
     if "cxrlab" in results and "ceiling" in results:
         print(f"ratio_vs_ceiling: {results['cxrlab'] / results['ceiling']:.2f}")
+    copies_dir.cleanup()
 
 
 if __name__ == "__main__":
