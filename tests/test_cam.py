@@ -176,3 +176,18 @@ def test_overlay_blends_colormap_over_gray():
     assert hot[1, 1, 2] > 100 and hot[1, 1, 0] < 10
     # A CAM at another resolution is resized to the image.
     assert overlay(gray, np.ones((2, 2)), alpha=0.5).shape == (8, 8, 3)
+
+
+def test_coarse_cam_grid_is_recorded_and_noticed():
+    from cxrlab.explain.cam import record_cam_resolution
+
+    model = create_classifier("small-cnn", ["a", "b"], image_size=64)
+    fine, coarse, quiet = {}, {"notice": "Some masks are empty."}, {}
+    record_cam_resolution(fine, model, "network.features.3.5", 64)
+    record_cam_resolution(coarse, model, "network.features.3.5", 32)
+    record_cam_resolution(quiet, model, "network.features.3.5", 32, notify=False)
+    assert fine == {"cam_resolution": [8, 8]}
+    assert coarse["cam_resolution"] == [4, 4]
+    assert coarse["notice"].startswith("Some masks are empty. The CAM layer")
+    assert "too coarse" in coarse["notice"]
+    assert quiet == {"cam_resolution": [4, 4]}

@@ -100,6 +100,21 @@ def resolution_notice(resolution: tuple[int, int], layer: str) -> str | None:
     )
 
 
+def record_cam_resolution(
+    summary: dict, model: nn.Module, layer: str, image_size: int, *, notify: bool = True
+) -> None:
+    """Store ``layer``'s CAM grid in a lung-attention ``summary`` as ``cam_resolution``; when it
+    is too coarse (and ``notify``), add :func:`resolution_notice` to its ``notice`` and log it."""
+    from cxrlab.explain.attention import add_notice
+
+    resolution = layer_resolution(model, layer, image_size)
+    summary["cam_resolution"] = list(resolution)
+    coarse = resolution_notice(resolution, layer)
+    if coarse and notify:
+        add_notice(summary, coarse)
+        logger.warning("Lung attention: %s.", coarse)
+
+
 def class_index(classes: Sequence[str], target: str | int) -> int:
     """Turn a class name or index into an output index, validating it against ``classes``."""
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):

@@ -48,7 +48,7 @@ import pandas as pd
 from cxrlab import __version__
 from cxrlab.errors import ConfigError, DataError
 from cxrlab.explain._rundir import load_images, load_masks, load_run, split_rows
-from cxrlab.explain.attention import MASK_OK, add_notice, attention_frame, summarize_attention
+from cxrlab.explain.attention import MASK_OK, attention_frame, summarize_attention
 from cxrlab.explain.features import predict_with_features
 from cxrlab.explain.regions import (
     BORDER_FRACTION,
@@ -544,7 +544,7 @@ def probe_run(
 def _attention(
     model, images, masks, status, rows, y, pred, classes, *, limit, seed, batch_size, layer
 ) -> dict:
-    from cxrlab.explain.cam import compute_cams, layer_resolution, resolution_notice
+    from cxrlab.explain.cam import compute_cams, record_cam_resolution
 
     idx = np.arange(len(rows))
     if limit is not None and len(idx) > limit:
@@ -559,12 +559,7 @@ def _attention(
     )  # fmt: skip
     summary = summarize_attention(frame, classes=classes)
     layer = layer or model.meta.cam_layer
-    resolution = layer_resolution(model, layer, images.shape[-1])
-    summary["cam_resolution"] = list(resolution)
-    coarse = resolution_notice(resolution, layer)
-    if coarse:
-        add_notice(summary, coarse)
-        logger.warning("Lung attention: %s.", coarse)
+    record_cam_resolution(summary, model, layer, images.shape[-1])
     summary["status"] = "ok"
     summary["method"] = "gradcam, target: predicted class"
     summary["layer"] = layer

@@ -13,13 +13,12 @@ import pandas as pd
 
 from cxrlab.errors import ConfigError, DataError
 from cxrlab.explain._rundir import load_images, load_masks, load_run, read_split, split_rows
-from cxrlab.explain.attention import add_notice, attention_frame, summarize_attention
+from cxrlab.explain.attention import attention_frame, summarize_attention
 from cxrlab.explain.cam import (
     CamMethod,
     compute_cams,
-    layer_resolution,
     overlay,
-    resolution_notice,
+    record_cam_resolution,
     resolve_layer,
 )
 from cxrlab.explain.features import predict_with_features
@@ -199,12 +198,9 @@ def explain_run(
         mask_status=status,
     )  # fmt: skip
     summary = summarize_attention(att, classes=classes)
-    resolution = layer_resolution(model, layer, meta.image_size)
-    summary["cam_resolution"] = list(resolution)
-    coarse = resolution_notice(resolution, layer)
-    if coarse and summary["n_with_mask"]:
-        add_notice(summary, coarse)
-        logger.warning("Lung attention: %s.", coarse)
+    record_cam_resolution(
+        summary, model, layer, meta.image_size, notify=bool(summary["n_with_mask"])
+    )
 
     overlays_rgb = [overlay(g, c) for g, c in zip(grays, cams, strict=True)]
     overlay_paths = []
