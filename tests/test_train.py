@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from cxrlab.config import load_config
-from cxrlab.errors import ConfigError, RunDirError
+from cxrlab.errors import CheckpointError, ConfigError, RunDirError
 from cxrlab.models import load_classifier
 from cxrlab.training import train
 from cxrlab.training.inference import predict_split
@@ -65,6 +65,17 @@ def test_predict_split_frame(trained_run):
     probs = frame[result.classes].to_numpy()
     assert abs(probs.sum(axis=1) - 1).max() < 1e-5
     assert list(frame.columns[:3]) == ["path", "label", "predicted"]
+
+
+def test_predict_split_with_another_checkpoint(trained_run):
+    _, result = trained_run
+    last = result.run_dir / "checkpoints" / "last.ckpt"
+    frame = predict_split(result.run_dir, "test", device="cpu", checkpoint=last)
+    test_rows = pd.read_csv(result.run_dir / "split.csv").query("split == 'test'")
+    assert frame["path"].tolist() == test_rows["path"].tolist()
+    missing = result.run_dir / "checkpoints" / "epoch=99.ckpt"
+    with pytest.raises(CheckpointError, match="epoch=99.ckpt"):
+        predict_split(result.run_dir, "test", device="cpu", checkpoint=missing)
 
 
 def test_finished_run_is_refused(trained_run):

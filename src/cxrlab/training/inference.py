@@ -55,8 +55,12 @@ def predict_split(
     *,
     device: str | torch.device | None = None,
     batch_size: int = 64,
+    checkpoint: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Predict every image of one split of a run with its best checkpoint.
+
+    ``checkpoint`` names another checkpoint file to use instead (for instance the run's
+    ``checkpoints/last.ckpt``, the model after the final epoch); the split and cache stay the run's.
 
     Returns:
         The predictions frame of docs/ARCHITECTURE.md: ``path``, ``label``, ``predicted``, then one
@@ -74,7 +78,7 @@ def predict_split(
     manifest = pd.read_csv(split_path, keep_default_na=False)
     if split not in set(manifest["split"]):
         raise DataError(f"{split_path} has no rows in split {split!r}.")
-    model, meta = load_classifier(run_dir)
+    model, meta = load_classifier(checkpoint or run_dir)
     config = (
         yaml.safe_load((run_dir / "config.yaml").read_text())
         if (run_dir / "config.yaml").exists()
