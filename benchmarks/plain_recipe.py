@@ -46,7 +46,7 @@ class Images(torch.utils.data.Dataset):
 
 
 def split_for_seed(data: Path, seed: int):
-    """The train and test rows ``cxrlab train --seed SEED`` uses with default split options."""
+    """The train, val and test rows ``cxrlab train --seed SEED`` uses with default split options."""
     from cxrlab.data.scan import scan_dataset
     from cxrlab.data.splits import make_split
 
