@@ -23,6 +23,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates the file 0600; give it the mode a new file gets under the umask, so
+    # colleagues on a shared server can read results.
+    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -30,6 +33,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def refuse_inside(target: str | os.PathLike, folder: str | os.PathLike, option: str) -> None:
+    """Raise DataError when ``target`` is ``folder`` or lies inside it.
+
+    The one check behind "cxrlab never writes into a dataset": run directories, split manifests,
+    prediction CSVs and CAM folders are refused inside an input dataset folder.
+
+    Args:
+        target: The output path (need not exist).
+        folder: An input folder (a file, or a path that does not exist, refuses nothing).
+        option: How the user named ``target`` (e.g. ``"--out"``), for the message.
+    """
+    from cxrlab.errors import DataError
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        return
+    resolved, root = Path(target).expanduser().resolve(), folder.resolve()
+    if resolved == root or root in resolved.parents:
+        raise DataError(
+            f"{option} {target} lies inside the input folder {folder}; cxrlab never writes into "
+            "a dataset folder. Choose a location outside it."
+        )
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -1,0 +1,323 @@
+"""The run directory: the one owner of its layout and of the files every later step reads.
+
+A run directory is the unit of reproducibility (docs/ARCHITECTURE.md). Every module that reads or
+writes one goes through :class:`RunDir`, so no other module spells a run-dir file name, split.csv
+is parsed with one dtype policy, and the test-set fingerprint is computed by one function
+(:func:`test_set_fingerprint`, which ``cxrlab data split`` prints too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cxrlab.errors import CheckpointError, DataError, RunDirError
+
+#: Columns of a split manifest that hold text; read as ``str`` with "" for empty cells.
+TEXT_COLUMNS = ("path", "label", "source", "mask_path", "sha1", "mode", "phash", "split")
+#: Columns every split manifest must have.
+REQUIRED_COLUMNS = ("path", "label", "split")
+#: Split names of a manifest, in order.
+SPLITS = ("train", "val", "test")
+
+
+def read_split_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a split manifest (a run's split.csv or one written by ``cxrlab data split``).
+
+    One dtype policy for every reader: text columns (:data:`TEXT_COLUMNS`) are ``str`` with ""
+    for empty cells; ``source`` and ``mask_path`` are added as "" when absent; other columns
+    (``width``, ``height``, ``dup_group``, ``fold``) keep pandas' numeric inference.
+
+    Raises:
+        RunDirError: The file is missing, unreadable or lacks a required column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"Split manifest {path} does not exist.")
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        frame = pd.read_csv(
+            path,
+            keep_default_na=False,
+            dtype={c: str for c in TEXT_COLUMNS if c in header},
+        )
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise RunDirError(f"{path} could not be read as a split manifest (CSV): {exc}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise RunDirError(
+            f"{path} lacks the column(s) {missing} of a cxrlab split manifest (path, label, "
+            "split, ...); write one with `cxrlab data split` or `cxrlab train`."
+        )
+    for col in ("source", "mask_path"):
+        if col not in frame.columns:
+            frame[col] = ""
+    return frame
+
+
+def write_split_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
+    """Write a split manifest atomically (no index column)."""
+    from cxrlab.io import write_csv
+
+    return write_csv(path, frame)
+
+
+def test_set_fingerprint(frame: pd.DataFrame, which: str = "test") -> dict[str, Any]:
+    """Fingerprint of one split's content, to check that two runs share a test set.
+
+    The sha1 of the sorted lines ``"<key>\\t<label>"`` of the rows in split ``which`` (all rows
+    when the frame has no ``split`` column, as a predictions file), where the key is the image's
+    ``sha1`` when every such row has one (so the same images moved to another folder still
+    match), else its ``path``. Row order, other columns and other splits do not matter.
+
+    Returns:
+        ``{"sha1": 40 hex digits, "n": rows, "key": "sha1" | "path"}``.
+    """
+    if which not in SPLITS:
+        raise DataError(f"which must be one of {SPLITS}, got {which!r}.")
+    rows = frame[frame["split"].astype(str) == which] if "split" in frame.columns else frame
+    key = "path"
+    if "sha1" in rows.columns:
+        sha = rows["sha1"].fillna("").astype(str)
+        if (sha != "").all():
+            key = "sha1"
+    keys = rows[key].astype(str)
+    lines = sorted(
+        f"{k}\t{label}" for k, label in zip(keys, rows["label"].astype(str), strict=True)
+    )
+    digest = hashlib.sha1("\n".join(lines).encode("utf-8")).hexdigest()
+    return {"sha1": digest, "n": int(len(lines)), "key": key}
+
+
+class RunDir:
+    """Paths and files of one run directory (which need not exist yet).
+
+    Attributes:
+        path: The directory.
+    """
+
+    CONFIG = "config.yaml"
+    ENVIRONMENT = "environment.json"
+    SPLIT = "split.csv"
+    CLASSES = "classes.json"
+    HISTORY = "history.csv"
+    SUMMARY = "train_summary.json"
+    METRICS = "metrics.json"
+    PROBE = "probe.json"
+    CHECKPOINTS = "checkpoints"
+    BEST = "best"
+    LAST = "last"
+    PREDICTIONS = "predictions"
+
+    def __init__(self, path: str | os.PathLike | RunDir):
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | RunDir) -> RunDir:
+        """An existing run directory; RunDirError when ``path`` is not a directory."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunDirError(
+                f"Run directory {run.path} does not exist. Pass a folder written by "
+                "`cxrlab train` (its --out)."
+            )
+        return run
+
+    # -- paths -----------------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def environment(self) -> Path:
+        return self.path / self.ENVIRONMENT
+
+    @property
+    def split(self) -> Path:
+        return self.path / self.SPLIT
+
+    @property
+    def classes_file(self) -> Path:
+        return self.path / self.CLASSES
+
+    @property
+    def history(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def probe(self) -> Path:
+        return self.path / self.PROBE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / f"{self.BEST}.ckpt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / f"{self.LAST}.ckpt"
+
+    @property
+    def tables(self) -> Path:
+        return self.path / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def explain(self) -> Path:
+        return self.path / "explain"
+
+    def predictions(self, split: str) -> Path:
+        """``predictions/<split>.csv``."""
+        return self.path / self.PREDICTIONS / f"{split}.csv"
+
+    # -- state -----------------------------------------------------------------------------------
+    def is_finished(self) -> bool:
+        """Training finished: ``train_summary.json`` is written last by a successful training."""
+        return self.summary.is_file()
+
+    def holds_run(self) -> bool:
+        """Training started here: a ``config.yaml`` exists."""
+        return self.config.is_file()
+
+    def checkpoint(self) -> Path:
+        """The checkpoint to apply: ``best.ckpt``, else ``last.ckpt``.
+
+        Raises:
+            CheckpointError: Neither exists.
+        """
+        for candidate in (self.best_checkpoint, self.last_checkpoint):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(
+            f"{self.path} holds no {self.CHECKPOINTS}/{self.BEST}.ckpt or "
+            f"{self.CHECKPOINTS}/{self.LAST}.ckpt. Is it a cxrlab run directory whose training "
+            "finished at least one epoch?"
+        )
+
+    def find_checkpoint(self) -> Path | None:
+        """:meth:`checkpoint`, or None when the run has none."""
+        try:
+            return self.checkpoint()
+        except CheckpointError:
+            return None
+
+    # -- files -----------------------------------------------------------------------------------
+    def has_split(self) -> bool:
+        return self.split.is_file()
+
+    def read_split(self) -> pd.DataFrame:
+        """The run's split manifest (:func:`read_split_csv`'s dtype policy).
+
+        Raises:
+            RunDirError: There is no split.csv, or it is not a manifest.
+        """
+        if not self.split.is_file():
+            raise RunDirError(
+                f"{self.path} has no {self.SPLIT}, so the images of its splits are unknown. Pass "
+                "a run directory written by `cxrlab train`."
+            )
+        return read_split_csv(self.split)
+
+    def write_split(self, frame: pd.DataFrame) -> Path:
+        return write_split_csv(self.split, frame)
+
+    def read_classes(self) -> list[str] | None:
+        """Class names in model output order: classes.json, else the checkpoint's metadata.
+
+        Returns None when neither exists (a predictions file's columns are used then).
+        """
+        path = self.classes_file
+        if path.is_file():
+            try:
+                classes = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise RunDirError(
+                    f"{path} is not valid JSON ({exc}); restore it or delete it."
+                ) from None
+            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+                raise RunDirError(f"{path} must hold a JSON list of class names, got {classes!r}.")
+            return classes
+        checkpoint = self.find_checkpoint()
+        if checkpoint is not None:
+            from cxrlab.models.checkpoint import read_checkpoint
+
+            return list(read_checkpoint(checkpoint)["cxrlab_meta"]["classes"])
+        return None
+
+    def write_classes(self, classes: list[str]) -> Path:
+        from cxrlab.io import write_json
+
+        return write_json(self.classes_file, list(classes))
+
+    def read_config(self) -> dict[str, Any]:
+        """config.yaml as a dict ({} when absent)."""
+        import yaml
+
+        if not self.config.is_file():
+            return {}
+        try:
+            return yaml.safe_load(self.config.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise RunDirError(f"{self.config} is not valid YAML ({exc}); restore it.") from None
+
+    def read_json(self, path: Path) -> Any:
+        """A JSON file of the run (RunDirError naming it when damaged)."""
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunDirError(f"{path} does not exist.") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{path} could not be read as JSON ({exc}).") from None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The test set's :func:`test_set_fingerprint` plus where it came from.
+
+        From split.csv when present (keyed by sha1 when recorded), else from the rows of
+        predictions/test.csv.
+
+        Returns:
+            ``{"sha1", "n", "key": "sha1" | "path", "from": "split.csv" | "predictions/test.csv"}``.
+        """
+        if self.split.is_file():
+            rows, source = self.read_split(), self.SPLIT
+        else:
+            pred = self.predictions("test")
+            if not pred.is_file():
+                raise RunDirError(f"{self.path} has neither {self.SPLIT} nor predictions/test.csv.")
+            rows = pd.read_csv(pred, keep_default_na=False, dtype=str, usecols=["path", "label"])
+            source = f"{self.PREDICTIONS}/test.csv"
+        return {**test_set_fingerprint(rows), "from": source}
+
+    def path_to_sha1(self) -> dict[str, str]:
+        """Image path -> sha1 from split.csv ({} when unavailable)."""
+        if not self.split.is_file():
+            return {}
+        frame = self.read_split()
+        if "sha1" not in frame.columns:
+            return {}
+        return dict(zip(frame["path"], frame["sha1"], strict=True))
