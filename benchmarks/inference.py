@@ -1,8 +1,8 @@
 """CPU inference throughput: PyTorch eager vs ONNX Runtime, images per second.
 
 For each model (randomly initialised: speed does not depend on the weights) the classifier is
-exported with ``cxrlab.serve.export.export_onnx`` and both back-ends are timed on the same random
-(N, 1, S, S) float32 batches: warm-up runs first, then timed repeats alternating eager and ONNX
+exported with ``cxrlab.inference.export.export_onnx`` and both back-ends are timed on the same
+random (N, 1, S, S) float32 batches: warm-up runs first, then timed repeats alternating eager and ONNX
 Runtime so that load from other processes hits both alike. PyTorch runs under
 ``torch.inference_mode()``; both use the same thread count (one per available core by default),
 ONNX Runtime with full graph optimisation (``ORT_ENABLE_ALL``: constant folding, Conv+BN+ReLU
@@ -40,9 +40,9 @@ def bench_model(name: str, size: int, batches: list[int], args, workdir: Path) -
     import onnxruntime as ort
     import torch
 
+    from cxrlab.inference.export import export_onnx
+    from cxrlab.inference.predictor import session_options
     from cxrlab.models import create_classifier
-    from cxrlab.serve.export import export_onnx
-    from cxrlab.serve.runtime import session_options
 
     torch.manual_seed(0)
     model = create_classifier(name, ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"],

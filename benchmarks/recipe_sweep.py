@@ -42,8 +42,8 @@ SETTINGS = {
 
 def main() -> None:
     from cxrlab.config import load_config
+    from cxrlab.inference.split import predict_split
     from cxrlab.training import train
-    from cxrlab.training.inference import predict_split
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", type=Path, required=True)

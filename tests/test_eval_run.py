@@ -18,7 +18,8 @@ from cxrlab.evaluation import (
     negative_log_likelihood,
     read_predictions,
 )
-from cxrlab.evaluation.runs import ensure_predictions, fingerprint_test_set
+from cxrlab.evaluation.runs import ensure_predictions
+from cxrlab.rundir import RunDir
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 
@@ -91,7 +92,7 @@ def test_evaluate_run_writes_everything(run_dir):
         "confidence": 0.95,
     }
     assert (
-        m["test_set_hash"] == fingerprint_test_set(run_dir)["sha1"]
+        m["test_set_hash"] == RunDir(run_dir).fingerprint()["sha1"]
         and m["test_set"]["key"] == "sha1"
     )
     acc = m["metrics"]["accuracy"]
@@ -172,7 +173,7 @@ def test_predictions_computed_when_missing_or_stale(tmp_path, monkeypatch):
         calls.append((split, device))
         return _predictions(np.random.default_rng(9), split, 40)
 
-    monkeypatch.setattr("cxrlab.training.inference.predict_split", fake_predict_split)
+    monkeypatch.setattr("cxrlab.inference.split.predict_split", fake_predict_split)
     (run / "checkpoints").mkdir()
     ckpt = run / "checkpoints" / "best.ckpt"
     ckpt.write_bytes(b"not read: classes come from classes.json")

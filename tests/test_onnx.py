@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from cxrlab.errors import CheckpointError
+from cxrlab.inference.export import export_onnx
+from cxrlab.inference.files import predict_files
+from cxrlab.inference.predictor import INPUT_CONTRACT, OnnxPredictor, TorchPredictor
 from cxrlab.models import save_classifier
-from cxrlab.serve.export import export_onnx
-from cxrlab.serve.predict import predict_files
-from cxrlab.serve.runtime import INPUT_CONTRACT, OnnxPredictor, TorchPredictor
 
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 SIZE = 64
@@ -102,7 +102,7 @@ def test_onnx_prediction_never_imports_torch_or_training(exported, images):
     code = textwrap.dedent(
         f"""
         import json, sys
-        from cxrlab.serve.predict import predict_files
+        from cxrlab.inference.files import predict_files
         df = predict_files({str(result.path)!r}, [{str(images)!r}], progress=False)
         assert len(df) == 5 and (df["error"] == "").all()
         bad = sorted(m for m in sys.modules

@@ -14,14 +14,14 @@ from PIL import Image
 
 from cxrlab.data.images import load_for_model
 from cxrlab.errors import CheckpointError, ConfigError, DataError
-from cxrlab.models import save_classifier
-from cxrlab.serve.predict import (
+from cxrlab.inference.files import (
     count_input_files,
     iter_input_files,
     iter_predictions,
     predict_files,
     predict_to_csv,
 )
+from cxrlab.models import save_classifier
 
 CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 SIZE = 32
@@ -201,7 +201,7 @@ def test_bad_checkpoints_raise_checkpoint_error(ckpt, folder, tmp_path, damage):
 def test_input_and_output_checks(ckpt, folder, tmp_path):
     with pytest.raises(DataError, match="do not exist"):
         predict_files(ckpt, [tmp_path / "nope"], progress=False)
-    with pytest.raises(ConfigError, match="inside the input folder"):
+    with pytest.raises(DataError, match="inside the input folder"):
         predict_to_csv(ckpt, [folder], folder / "predictions.csv", progress=False)
     with pytest.raises(ConfigError, match="batch_size"):
         predict_files(ckpt, [folder], batch_size=0, progress=False)
@@ -216,7 +216,7 @@ def test_cam_overlays(ckpt, folder, tmp_path):
     assert (df.loc[df["error"] != "", "cam"] == "").all()
     image = np.asarray(Image.open(written.iloc[0]))
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
-    with pytest.raises(ConfigError, match="inside the input folder"):
+    with pytest.raises(DataError, match="inside the input folder"):
         predict_files(ckpt, [folder], cam_dir=folder / "cams", progress=False)
 
 

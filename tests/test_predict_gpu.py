@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from cxrlab.inference.files import predict_files
 from cxrlab.models import save_classifier
-from cxrlab.serve.predict import predict_files
 
 pytestmark = [
     pytest.mark.gpu,
@@ -65,7 +65,7 @@ def test_cam_overlays_on_cuda(informative_model, images, tmp_path):
 
 
 def test_export_leaves_a_gpu_model_on_the_gpu(informative_model, tmp_path):
-    from cxrlab.serve.export import export_onnx
+    from cxrlab.inference.export import export_onnx
 
     model = informative_model("seed-cnn", CLASSES, 32).cuda().train()
     result = export_onnx(model, tmp_path / "m.onnx")

@@ -146,7 +146,7 @@ def test_dicom_without_pixels_is_400(client):
 
 
 def test_onnx_model_serves_without_cam(model, tmp_path):
-    from cxrlab.serve.export import export_onnx
+    from cxrlab.inference.export import export_onnx
 
     path = export_onnx(model, tmp_path / "m.onnx").path
     client = TestClient(create_app(path))

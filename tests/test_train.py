@@ -12,9 +12,9 @@ import yaml
 
 from cxrlab.config import load_config
 from cxrlab.errors import CheckpointError, ConfigError, RunDirError
+from cxrlab.inference.split import predict_split
 from cxrlab.models import load_classifier
 from cxrlab.training import train
-from cxrlab.training.inference import predict_split
 
 
 def _config(data, out, tmp_path, **kw):

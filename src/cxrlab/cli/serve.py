@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from cxrlab.cli.common import err_console
-        from cxrlab.serve.predict import count_input_files, predict_to_csv
+        from cxrlab.inference.files import count_input_files, predict_to_csv
 
         _check_device(device)
         total = count_input_files(paths)
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Export a trained model to ONNX with its class names and input contract as metadata."""
-        from cxrlab.serve.export import export_onnx
+        from cxrlab.inference.export import export_onnx
 
         result = export_onnx(run, onnx, opset=opset, dynamic_batch=dynamic_batch)
         console.print(

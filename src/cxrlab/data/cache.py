@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlab.data.images import load_for_model
-from cxrlab.errors import CxrlabError, ImageReadError
+from cxrlab.data.images import decode_many
+from cxrlab.errors import CxrlabError
 from cxrlab.io import write_json
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,10 @@ def _decode_chunk(args: tuple[str, int, int, int, list[str]]) -> dict[int, str]:
     """Worker: decode ``paths`` into rows ``start..`` of the memmap at ``array_path``."""
     array_path, n, size, start, paths = args
     out = np.memmap(array_path, dtype=np.uint8, mode="r+", shape=(n, size, size))
-    errors: dict[int, str] = {}
-    for offset, path in enumerate(paths):
-        try:
-            out[start + offset] = load_for_model(path, size)
-        except ImageReadError as exc:
-            errors[start + offset] = exc.reason
+    decoded = decode_many(paths, size, workers=1, out=out[start : start + len(paths)])
     out.flush()
     del out
-    return errors
+    return {start + offset: reason for offset, reason in decoded.errors.items()}
 
 
 def _open_existing(

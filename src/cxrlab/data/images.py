@@ -7,17 +7,26 @@ decoded raises :class:`~cxrlab.errors.ImageReadError` naming the file and the re
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cxrlab.errors import ImageReadError
+from cxrlab.errors import CxrlabError, ImageReadError
+
+logger = logging.getLogger(__name__)
 
 #: Suffixes treated as raster images when scanning folders.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+
+#: Folder names that hold lung masks, not radiographs (the release layout's ``<Class>/masks/``).
+MASK_DIRS = frozenset({"masks", "mask"})
 
 # Above this many pixels, decoding is done with PIL's draft/reduce to bound memory.
 _MAX_PIXELS = 4096 * 4096
@@ -119,3 +128,81 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
 def load_for_model(path: str | os.PathLike, size: int) -> np.ndarray:
     """Read ``path`` and resize it to the model's (size, size) grid; (size, size) uint8."""
     return resize_square(read_gray(path, max_side=max(size * 4, 1024)), size)
+
+
+def decode_one(path: str | os.PathLike, size: int) -> tuple[np.ndarray | None, str]:
+    """``(load_for_model(path, size), "")``, or ``(None, reason)`` when the file cannot be used.
+
+    The one error policy of every decode loop: a bad file (missing, empty, not an image, truncated,
+    a DICOM without pixels, too large, or a decoder bug on this one file) gives its reason and
+    never stops the files around it.
+    """
+    try:
+        return load_for_model(path, size), ""
+    except CxrlabError as exc:
+        return None, getattr(exc, "reason", None) or str(exc)
+    except MemoryError:
+        return None, "not enough memory to decode this image"
+    except Exception as exc:  # a decoder bug on one file must not end a 100k-file run
+        logger.debug("Unexpected error decoding %s", path, exc_info=True)
+        return None, f"could not decode ({type(exc).__name__}: {exc})"
+
+
+@dataclass
+class Decoded:
+    """Images decoded by :func:`decode_many`.
+
+    Attributes:
+        images: (N, S, S) uint8; rows that failed are zero.
+        ok: (N,) bool, False where a file could not be decoded.
+        errors: Row index -> reason, for the rows that failed.
+    """
+
+    images: np.ndarray
+    ok: np.ndarray
+    errors: dict[int, str]
+
+
+def decode_many(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    *,
+    workers: int | None = None,
+    out: np.ndarray | None = None,
+) -> Decoded:
+    """Decode many files for the model, in threads: the one decode loop of cxrlab.
+
+    The decode cache (per worker process), ``cxrlab predict`` (per batch), explanations and
+    probes, and the web upload all decode through here, with :func:`decode_one`'s error policy.
+
+    Args:
+        paths: Image files (PNG, JPEG, TIFF, BMP, DICOM).
+        size: Side of the model's square input.
+        workers: Decoding threads (default: up to 4, one per CPU; 1 decodes in this thread).
+        out: Optional (N, size, size) uint8 array (e.g. a memmap) to decode into.
+
+    Returns:
+        A :class:`Decoded`; the caller decides whether failed rows are skipped or fatal.
+    """
+    n = len(paths)
+    images = np.zeros((n, size, size), dtype=np.uint8) if out is None else out
+    ok = np.ones(n, dtype=bool)
+    errors: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        image, reason = decode_one(paths[i], size)
+        if image is None:
+            ok[i] = False
+            errors[i] = reason
+            images[i] = 0
+        else:
+            images[i] = image
+
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    if workers == 1 or n <= 1:
+        for i in range(n):
+            one(i)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxrlab-decode") as pool:
+            list(pool.map(one, range(n)))
+    return Decoded(images, ok, dict(sorted(errors.items())))

@@ -23,15 +23,11 @@ from cxrlab.evaluation.bootstrap import (
 )
 from cxrlab.evaluation.predictions import Predictions
 from cxrlab.evaluation.runs import (
-    check_run_dir,
     ensure_predictions,
-    find_checkpoint,
-    fingerprint_test_set,
     load_predictions,
-    path_to_sha1,
-    run_classes,
 )
 from cxrlab.io import write_json, write_text
+from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +114,7 @@ def check_same_test_set(run_dirs: Sequence[str | os.PathLike]) -> dict[str, Any]
         DataError: Naming the runs of each distinct test set.
     """
     run_dirs = [Path(d) for d in run_dirs]
-    prints = {d: fingerprint_test_set(d) for d in run_dirs}
+    prints = {d: RunDir(d).fingerprint() for d in run_dirs}
     groups: dict[str, list[Path]] = {}
     for d, fp in prints.items():
         groups.setdefault(fp["sha1"], []).append(d)
@@ -149,7 +145,7 @@ def _aligned(preds: list[Predictions], run_dirs: list[Path]) -> list[Predictions
         return pd.Index(keys)
 
     for use_sha1 in (False, True):
-        maps = [path_to_sha1(d) if use_sha1 else None for d in run_dirs]
+        maps = [RunDir(d).path_to_sha1() if use_sha1 else None for d in run_dirs]
         if use_sha1 and not all(maps):
             break
         keys = [keyed(p, m) for p, m in zip(preds, maps, strict=True)]
@@ -207,7 +203,7 @@ def compare_runs(
     Raises:
         DataError: The runs' test sets (or classes) differ.
     """
-    run_dirs = [check_run_dir(d) for d in run_dirs]
+    run_dirs = [RunDir.open(d).path for d in run_dirs]
     if len(run_dirs) < 2:
         raise DataError("Pass at least two run directories to compare.")
     if len({d.resolve() for d in run_dirs}) < len(run_dirs):
@@ -217,7 +213,7 @@ def compare_runs(
     test_set = check_same_test_set(run_dirs)
     preds = []
     for d in run_dirs:
-        preds.append(load_predictions(d, "test", run_classes(d, find_checkpoint(d))))
+        preds.append(load_predictions(d, "test", RunDir(d).read_classes()))
     classes = list(preds[0].classes)
     for d, p in zip(run_dirs[1:], preds[1:], strict=True):
         if list(p.classes) != classes:

@@ -27,14 +27,9 @@ from cxrlab.errors import ConfigError, DataError
 from cxrlab.evaluation import tables
 from cxrlab.evaluation.bootstrap import bootstrap_metrics
 from cxrlab.evaluation.metrics import PER_CLASS_METRICS, SCALAR_METRICS, compute_metrics
-from cxrlab.evaluation.runs import (
-    check_run_dir,
-    find_checkpoint,
-    load_predictions,
-    path_to_sha1,
-    run_classes,
-)
+from cxrlab.evaluation.runs import load_predictions
 from cxrlab.io import write_json
+from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +66,10 @@ def _finished(run_dir: Path, n_boot: int, seed: int) -> bool:
     """Training finished and metrics.json (same bootstrap settings) is newer than the checkpoint."""
     import json
 
-    from cxrlab.training.train import SUMMARY_FILE
-
-    metrics = run_dir / "metrics.json"
-    ckpt = find_checkpoint(run_dir) if run_dir.is_dir() else None
-    if not (run_dir / SUMMARY_FILE).is_file() or not metrics.is_file() or ckpt is None:
+    run = RunDir(run_dir)
+    metrics = run.metrics
+    ckpt = run.find_checkpoint()
+    if not run.is_finished() or not metrics.is_file() or ckpt is None:
         return False
     if metrics.stat().st_mtime < ckpt.stat().st_mtime:
         return False
@@ -135,11 +129,10 @@ def run_cv(
                 logger.info("[%d/%d] %s is finished; reusing it", position, total, run_dir)
                 skipped.append(run_dir)
                 continue
-            from cxrlab.training.train import SUMMARY_FILE
-
-            if not (run_dir / SUMMARY_FILE).is_file():
-                resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-                overwrite = not resume and (run_dir / "config.yaml").is_file()
+            run = RunDir(run_dir)
+            if not run.is_finished():
+                resume = run.last_checkpoint.is_file()
+                overwrite = not resume and run.holds_run()
                 cfg = config.model_copy(
                     update={
                         "out": run_dir,
@@ -211,13 +204,13 @@ def summarize_cv(
         ci_high}}}, "per_class": {class: {metric: {...}}}, "pooled": {"n_predictions",
         "n_images", "bootstrap"}}``.
     """
-    run_dirs = [check_run_dir(d) for d in run_dirs]
+    run_dirs = [RunDir.open(d).path for d in run_dirs]
     if not run_dirs:
         raise DataError("summarize_cv needs at least one run directory.")
     classes = None
     per_run, runs, pooled_true, pooled_pred, pooled_prob, pooled_key = [], [], [], [], [], []
     for d in run_dirs:
-        p = load_predictions(d, "test", run_classes(d, find_checkpoint(d)))
+        p = load_predictions(d, "test", RunDir(d).read_classes())
         if classes is None:
             classes = list(p.classes)
         elif list(p.classes) != classes:
@@ -234,7 +227,7 @@ def summarize_cv(
                 **{name: float(m[name]) for name in SCALAR_METRICS},
             }
         )
-        sha = path_to_sha1(d)
+        sha = RunDir(d).path_to_sha1()
         pooled_true.append(p.y_true)
         pooled_pred.append(p.y_pred)
         pooled_prob.append(p.probs)

@@ -40,14 +40,11 @@ from cxrlab.evaluation.calibration import (
     temperature_scaling,
 )
 from cxrlab.evaluation.runs import (
-    check_run_dir,
     ensure_predictions,
-    find_checkpoint,
-    fingerprint_test_set,
     load_predictions,
-    run_classes,
 )
 from cxrlab.io import write_json
+from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +106,8 @@ def evaluate_run(
         An :class:`EvaluationResult`; files are written to ``metrics.json``, ``tables/`` and
         ``figures/`` of the run directory.
     """
-    run_dir = check_run_dir(run_dir)
+    run = RunDir.open(run_dir)
+    run_dir = run.path
     if n_boot < 1000:
         warnings.warn(
             f"n_boot={n_boot}: percentile intervals from fewer than 1000 resamples are unstable; "
@@ -118,7 +116,7 @@ def evaluate_run(
             stacklevel=2,
         )
     found = ensure_predictions(run_dir, device=device)
-    classes = run_classes(run_dir, find_checkpoint(run_dir))
+    classes = run.read_classes()
     test = load_predictions(run_dir, "test", classes)
     classes = list(test.classes)
     logger.info(
@@ -141,7 +139,7 @@ def evaluate_run(
             "before": calibration_summary(test.y_true, test.probs, labels=classes),
             "reliability_before": reliability_curve(test.y_true, test.probs, labels=classes),
         }
-    test_set = fingerprint_test_set(run_dir)
+    test_set = run.fingerprint()
     metrics = {
         "cxrlab_version": __version__,
         "split": "test",
@@ -173,7 +171,7 @@ def evaluate_run(
             "nll": "mean negative natural log probability of the true class",
         },
     }
-    files = {"metrics": write_json(run_dir / "metrics.json", metrics)}
+    files = {"metrics": write_json(run.metrics, metrics)}
     files.update(_write_tables(run_dir, metrics))
     if make_figures:
         files.update(_write_figures(run_dir, test, classes, result, calibration))
@@ -232,7 +230,7 @@ def _write_tables(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
         ),
     ):
         written = tables.write_table(
-            run_dir / "tables" / name, frame, caption=caption, label=label, note=note
+            RunDir(run_dir).tables / name, frame, caption=caption, label=label, note=note
         )
         out[f"{name}_md"], out[f"{name}_tex"] = written["md"], written["tex"]
     return out
@@ -241,7 +239,7 @@ def _write_tables(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
 def _write_figures(
     run_dir: Path, test, classes: list[str], result: dict, calibration: dict
 ) -> dict[str, Path]:
-    fig_dir = run_dir / "figures"
+    fig_dir = RunDir(run_dir).figures
     cm = result["confusion_matrix"]["counts"]
     made = {
         "confusion_matrix": figures.plot_confusion_matrix(cm, classes),
@@ -278,7 +276,7 @@ def _probe_summary(run_dir: Path) -> dict[str, Any] | None:
     Keeps its scalar entries (``shortcut_suspected``, ``split``, ``n_images``, the plain-language
     ``summary``...), plus the clean and per-probe accuracies; nested details stay in the file.
     """
-    path = run_dir / "probe.json"
+    path = RunDir(run_dir).probe
     if not path.is_file():
         return None
     try:

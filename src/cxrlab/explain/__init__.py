@@ -16,7 +16,6 @@ from cxrlab.explain.attention import (
     summarize_attention,
 )
 from cxrlab.explain.cam import CAM_METHODS, compute_cams, overlay, resolve_layer
-from cxrlab.explain.features import classifier_head, predict_with_features
 from cxrlab.explain.probe import ProbeResult, probe_run, shortcut_rules, source_probe
 from cxrlab.explain.regions import border_frame, central_lung_region, load_mask
 from cxrlab.explain.run import ExplainResult, explain_run
@@ -28,7 +27,6 @@ __all__ = [
     "attention_frame",
     "border_frame",
     "central_lung_region",
-    "classifier_head",
     "compute_cams",
     "explain_run",
     "load_mask",
@@ -36,7 +34,6 @@ __all__ = [
     "lung_attention_ratio",
     "overlay",
     "pointing_game",
-    "predict_with_features",
     "probe_run",
     "resolve_layer",
     "shortcut_rules",

@@ -6,110 +6,91 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from cxrlab.data.images import load_for_model
-from cxrlab.devices import resolve_device
-from cxrlab.errors import CxrlabError, DataError, RunDirError
+from cxrlab.data.images import decode_many
+from cxrlab.errors import CxrlabError, DataError
 from cxrlab.explain.attention import MASK_MISSING, MASK_OK, MASK_UNREADABLE
 from cxrlab.explain.regions import read_mask, shape_mismatch
+from cxrlab.inference.predictor import TorchPredictor
 from cxrlab.models import CxrClassifier, ModelMeta, load_classifier
+from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Run:
-    """A loaded run: model on its device, metadata and split manifest."""
+    """A loaded run: its directory, the model behind the one predictor, metadata and manifest."""
 
     run_dir: Path
-    model: CxrClassifier
-    meta: ModelMeta
+    predictor: TorchPredictor
     split: pd.DataFrame
-    device: torch.device
+
+    @property
+    def model(self) -> CxrClassifier:
+        return self.predictor.model
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self.predictor.meta
+
+    @property
+    def device(self):
+        return self.predictor.device
 
 
-def read_split(run_dir: Path) -> pd.DataFrame:
-    """The run's split.csv, with missing optional columns filled in."""
-    path = run_dir / "split.csv"
-    if not path.is_file():
-        raise RunDirError(
-            f"{run_dir} has no split.csv, so the images of its splits are unknown. Pass a run "
-            "directory written by `cxrlab train` (or give images explicitly with --images)."
-        )
-    frame = pd.read_csv(path, keep_default_na=False, dtype={"source": str, "mask_path": str})
-    for col in ("path", "label", "split"):
-        if col not in frame.columns:
-            raise RunDirError(f"{path} has no {col!r} column; it is not a cxrlab split manifest.")
-    for col in ("source", "mask_path"):
-        if col not in frame.columns:
-            frame[col] = ""
-    return frame
+def read_split(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The run's split.csv (:meth:`cxrlab.rundir.RunDir.read_split`)."""
+    return RunDir(run_dir).read_split()
 
 
-def load_run(run_dir: str | os.PathLike, *, device: str | torch.device | None = None) -> Run:
-    """Load a run's best checkpoint (on CUDA when present) and its split manifest."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(
-            f"Run directory {run_dir} does not exist. Pass the --out of `cxrlab train`."
-        )
-    dev = resolve_device(device)
-    model, meta = load_classifier(run_dir, map_location=dev)
+def load_run(run_dir: str | os.PathLike, *, device=None) -> Run:
+    """Load a run's best checkpoint into a predictor (on CUDA when present) and its manifest."""
+    run = RunDir.open(run_dir)
+    model, _ = load_classifier(run.path)
     split = (
-        read_split(run_dir)
-        if (run_dir / "split.csv").is_file()
+        run.read_split()
+        if run.has_split()
         else pd.DataFrame(columns=["path", "label", "source", "mask_path", "split"])
     )
-    return Run(run_dir, model, meta, split, dev)
+    return Run(run.path, TorchPredictor(model, device=device), split)
 
 
 def split_rows(run: Run, split: str) -> pd.DataFrame:
     """Rows of one split; an empty or unknown split raises DataError naming the available ones."""
+    where = RunDir(run.run_dir).split
     if run.split.empty:
         read_split(run.run_dir)  # raises the missing-split.csv error
     rows = run.split[run.split["split"] == split].reset_index(drop=True)
     if rows.empty:
         have = ", ".join(sorted(set(run.split["split"]))) or "none"
         raise DataError(
-            f"{run.run_dir / 'split.csv'} has no rows in split {split!r} (splits present: {have}). "
+            f"{where} has no rows in split {split!r} (splits present: {have}). "
             "Choose another --split."
         )
     unknown = sorted(set(rows["label"]) - set(run.meta.classes))
     if unknown:
         raise DataError(
-            f"{run.run_dir / 'split.csv'} has labels {unknown} that the model does not know "
+            f"{where} has labels {unknown} that the model does not know "
             f"(classes {list(run.meta.classes)}); the run directory is inconsistent."
         )
     return rows
 
 
 def load_images(paths: Sequence[str], size: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """Decode images exactly as for the model (``load_for_model``), in a few threads.
+    """Decode images for the model (:func:`cxrlab.data.images.decode_many`), warning on failures.
 
     Returns:
         ``(images (N, size, size) uint8, ok (N,) bool, errors {path: reason})``; rows that failed
         are zero and ``ok`` is False there (the caller reports and drops them).
     """
-    images = np.zeros((len(paths), size, size), dtype=np.uint8)
-    ok = np.ones(len(paths), dtype=bool)
-    errors: dict[str, str] = {}
-
-    def one(i: int) -> None:
-        try:
-            images[i] = load_for_model(paths[i], size)
-        except CxrlabError as exc:
-            ok[i] = False
-            errors[str(paths[i])] = getattr(exc, "reason", str(exc))
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(one, range(len(paths))))
+    decoded = decode_many(paths, size)
+    errors = {str(paths[i]): reason for i, reason in decoded.errors.items()}
     if errors:
         first = next(iter(errors.items()))
         warnings.warn(
@@ -117,7 +98,7 @@ def load_images(paths: Sequence[str], size: int) -> tuple[np.ndarray, np.ndarray
             f"{first[1]}",
             stacklevel=2,
         )
-    return images, ok, errors
+    return decoded.images, decoded.ok, errors
 
 
 def load_masks(rows: pd.DataFrame, size: int) -> tuple[list[np.ndarray | None], list[str]]:

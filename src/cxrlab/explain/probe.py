@@ -49,7 +49,6 @@ from cxrlab import __version__
 from cxrlab.errors import ConfigError, DataError
 from cxrlab.explain._rundir import load_images, load_masks, load_run, split_rows
 from cxrlab.explain.attention import MASK_OK, attention_frame, summarize_attention
-from cxrlab.explain.features import predict_with_features
 from cxrlab.explain.regions import (
     BORDER_FRACTION,
     CENTRAL_LUNG_ELLIPSES,
@@ -457,9 +456,7 @@ def probe_run(
     frame = border_frame(size)
 
     def scores(batch: np.ndarray, *, feats: bool = False):
-        probs, f = predict_with_features(
-            model, batch, batch_size=batch_size, device=run.device, features=feats
-        )
+        probs, f = run.predictor.predict_images(batch, batch_size=batch_size, features=feats)
         pred = np.asarray(classes, dtype=object)[probs.argmax(axis=1)].astype(str)
         return classification_scores(y, pred, labels=classes), pred, f
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.errors import ConfigError, DataError
-from cxrlab.explain._rundir import load_images, load_masks, load_run, read_split, split_rows
+from cxrlab.explain._rundir import load_images, load_masks, load_run, split_rows
 from cxrlab.explain.attention import attention_frame, summarize_attention
 from cxrlab.explain.cam import (
     CamMethod,
@@ -21,8 +21,9 @@ from cxrlab.explain.cam import (
     record_cam_resolution,
     resolve_layer,
 )
-from cxrlab.explain.features import predict_with_features
+from cxrlab.inference.predictor import to_unit_batch
 from cxrlab.io import atomic_path, savefig, write_csv, write_json
+from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -136,10 +137,10 @@ def explain_run(
     meta, model, classes = run.meta, run.model, list(run.meta.classes)
     layer = layer or meta.cam_layer
     resolve_layer(model, layer)  # fail before any decoding
-    out_dir = Path(out) if out is not None else run.run_dir / "explain"
+    out_dir = Path(out) if out is not None else RunDir(run.run_dir).explain
 
     if images:
-        known = read_split(run.run_dir) if (run.run_dir / "split.csv").is_file() else None
+        known = run.split if len(run.split) else None
         rows = pd.DataFrame({"path": [str(Path(p)) for p in images]})
         if known is not None:
             lookup = known.drop_duplicates("path").set_index("path")
@@ -158,7 +159,7 @@ def explain_run(
         candidates = split_rows(run, split)
         grays, ok, skipped = load_images(candidates["path"].tolist(), meta.image_size)
         candidates, grays = candidates[ok].reset_index(drop=True), grays[ok]
-        probs, _ = predict_with_features(model, grays, device=run.device, features=False)
+        probs, _ = run.predictor.predict_images(grays)
         predicted = [classes[i] for i in probs.argmax(axis=1)]
         pick = select_examples(
             candidates["label"].tolist(), predicted, classes=classes, n=n, seed=seed
@@ -176,9 +177,9 @@ def explain_run(
             f"the run's split.csv (first: {missing[0]}). Use --target predicted or a class name."
         )
 
-    probs, _ = predict_with_features(model, grays, device=run.device, features=False)
+    probs, _ = run.predictor.predict_images(grays)
     predicted = [classes[i] for i in probs.argmax(axis=1)]
-    x = grays[:, None].astype(np.float32) / 255.0
+    x = to_unit_batch(grays)
     cams = compute_cams(
         model, x, method=method, target=target, labels=labels if target == "true" else None,
         layer=layer, batch_size=batch_size,

@@ -19,16 +19,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
     A run directory resolves to ``checkpoints/best.ckpt`` (``last.ckpt`` if there is no best).
     """
+    from cxrlab.rundir import RunDir
+
     path = Path(path)
     if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            candidate = path / "checkpoints" / name
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(
-            f"{path} holds no checkpoints/best.ckpt or checkpoints/last.ckpt. Is it a cxrlab run "
-            "directory whose training finished at least one epoch?"
-        )
+        return RunDir(path).checkpoint()
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint {path} does not exist. Pass a run directory or a .ckpt file."

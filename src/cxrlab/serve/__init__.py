@@ -1,0 +1,1 @@
+"""``cxrlab serve``: the local web page (prediction itself is :mod:`cxrlab.inference`)."""

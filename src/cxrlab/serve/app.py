@@ -24,9 +24,9 @@ from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse
 
 from cxrlab.data.dicom import DICOM_SUFFIXES
-from cxrlab.data.images import IMAGE_SUFFIXES, load_for_model
-from cxrlab.errors import CxrlabError
-from cxrlab.serve.runtime import Device, load_predictor
+from cxrlab.data.images import IMAGE_SUFFIXES, decode_many
+from cxrlab.errors import ImageReadError
+from cxrlab.inference.predictor import Device, load_predictor, to_unit_batch
 
 logger = logging.getLogger(__name__)
 
@@ -94,20 +94,19 @@ def create_app(
             raise HTTPException(400, f"{name} is empty (0 bytes); choose an image file.")
         try:
             gray = _decode_upload(name, data, predictor.image_size)
-        except CxrlabError as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+        except ImageReadError as exc:
+            reason = exc.reason
             raise HTTPException(
                 400,
                 f"{name} could not be read as an image: {reason}. Upload a PNG, JPEG, TIFF, BMP "
                 "or DICOM chest X-ray.",
             ) from None
-        x = gray[None, None].astype(np.float32) / 255.0
         with lock:
-            probs = predictor.predict_proba(x)[0]
+            probs = predictor.predict_images(gray[None])[0][0]
             cam_url = None
             if cam_fns is not None:
                 try:
-                    cam_url = _png_url(_cam_overlay(predictor, cam_fns, x, gray))
+                    cam_url = _png_url(_cam_overlay(predictor, cam_fns, gray))
                 except Exception:  # a CAM failure must not hide the prediction
                     logger.exception("CAM failed for %s", name)
         predicted = predictor.classes[int(np.argmax(probs))]
@@ -154,7 +153,13 @@ def serve(
 
 
 def _decode_upload(name: str, data: bytes, size: int) -> np.ndarray:
-    """Decode an upload via a private temporary file (the readers sniff suffix and magic)."""
+    """Decode an upload via a private temporary file (the readers sniff suffix and magic).
+
+    Through :func:`cxrlab.data.images.decode_many`, the decode loop of every other caller.
+
+    Raises:
+        ImageReadError: The upload is not a usable image (the reason names why).
+    """
     suffix = Path(name).suffix.lower()
     if suffix not in IMAGE_SUFFIXES | DICOM_SUFFIXES:
         suffix = ""  # let the readers sniff the content
@@ -162,7 +167,10 @@ def _decode_upload(name: str, data: bytes, size: int) -> np.ndarray:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        return load_for_model(tmp, size)
+        decoded = decode_many([tmp], size, workers=1)
+        if not decoded.ok[0]:
+            raise ImageReadError(name, decoded.errors[0])
+        return decoded.images[0]
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -177,10 +185,13 @@ def _cam_support(predictor) -> tuple[tuple[Any, Any] | None, str]:
     return (compute_cams, overlay), ""
 
 
-def _cam_overlay(predictor, cam_fns, x: np.ndarray, gray: np.ndarray) -> np.ndarray:
+def _cam_overlay(predictor, cam_fns, gray: np.ndarray) -> np.ndarray:
     compute_cams, overlay = cam_fns
     cams = compute_cams(
-        predictor.model, predictor.to_tensor(x), method="gradcam", target="predicted"
+        predictor.model,
+        predictor.to_tensor(to_unit_batch(gray[None])),
+        method="gradcam",
+        target="predicted",
     )
     return overlay(gray, np.asarray(cams)[0])
 

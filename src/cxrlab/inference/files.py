@@ -1,6 +1,7 @@
 """Apply a trained model to image files and folders, streaming, one row per file.
 
-Folders are walked lazily (sorted, recursive) and predicted batch by batch, so a folder of 100,000
+Folders are walked lazily (sorted, recursive; lung-mask folders such as the release layout's
+``<Class>/masks/`` are skipped and counted) and predicted batch by batch, so a folder of 100,000
 files never has more than one batch of images in memory; :func:`predict_to_csv` writes rows as they
 come into a temporary file that is renamed onto the destination at the end. A file that cannot be
 read (not an image, empty, a DICOM without pixel data, ...) gives a row whose ``error`` column
@@ -19,7 +20,6 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from cxrlab.data.dicom import DICOM_SUFFIXES, is_dicom
-from cxrlab.data.images import IMAGE_SUFFIXES, load_for_model
-from cxrlab.errors import ConfigError, CxrlabError, DataError
-from cxrlab.serve.runtime import Device, Predictor, load_predictor
+from cxrlab.data.images import IMAGE_SUFFIXES, MASK_DIRS, decode_many
+from cxrlab.errors import ConfigError, DataError
+from cxrlab.inference.predictor import Device, Predictor, load_predictor
+from cxrlab.io import refuse_inside
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class PredictSummary:
         out: The CSV written.
         n_files: Rows written (one per input file).
         n_errors: Rows whose ``error`` is not empty.
+        n_mask_files: Files inside lung-mask folders that were skipped, not predicted.
         counts: Files per predicted class, in the model's class order (errors excluded).
         classes: Class names in output order.
         model_name: Architecture name.
@@ -64,6 +66,7 @@ class PredictSummary:
     out: Path
     n_files: int
     n_errors: int
+    n_mask_files: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     model_name: str = ""
@@ -71,13 +74,20 @@ class PredictSummary:
     cam_dir: Path | None = None
 
 
-def iter_input_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+def iter_input_files(
+    paths: Iterable[str | os.PathLike], *, skipped: Counter[str] | None = None
+) -> Iterator[Path]:
     """Yield the files to predict: given files as they are, folders walked recursively and lazily.
 
     Inside folders only image suffixes (PNG, JPEG, TIFF, BMP, DICOM) and suffix-less files with the
-    DICM preamble are taken; hidden files and folders are skipped; the order is sorted by path, so a
-    rerun writes rows in the same order. Explicitly named files are always taken (an unreadable one
-    becomes an error row).
+    DICM preamble are taken; hidden files and folders are skipped, and so are lung-mask folders
+    (:data:`~cxrlab.data.images.MASK_DIRS`: a release-layout dataset's ``masks/`` are not X-rays);
+    the order is sorted by path, so a rerun writes rows in the same order. Explicitly named files
+    are always taken (an unreadable one becomes an error row).
+
+    Args:
+        paths: Files and/or folders.
+        skipped: If given, ``skipped["mask"]`` counts the image files left out in mask folders.
 
     Raises:
         DataError: A given path does not exist (checked before anything is yielded).
@@ -88,14 +98,20 @@ def iter_input_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
         raise DataError(
             f"Input path(s) do not exist: {', '.join(missing)}. Pass image files or folders."
         )
+    skipped = Counter() if skipped is None else skipped
     for path in paths:
         if path.is_dir():
-            yield from _walk(path.absolute())
+            yield from _walk(path.absolute(), skipped)
         else:
             yield path.absolute()
 
 
-def _walk(folder: Path) -> Iterator[Path]:
+def _is_input(file: Path) -> bool:
+    suffix = file.suffix.lower()
+    return suffix in INPUT_SUFFIXES or (suffix == "" and is_dicom(file))
+
+
+def _walk(folder: Path, skipped: Counter[str]) -> Iterator[Path]:
     """Depth-first walk in sorted name order (files and subfolders interleaved, like ``sorted``).
 
     Only one folder's listing is held per level; symbolic links to folders are not followed.
@@ -110,11 +126,13 @@ def _walk(folder: Path) -> Iterator[Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
+            if entry.name.lower() in MASK_DIRS:
+                skipped["mask"] += sum(1 for _ in _walk(Path(entry.path), Counter()))
+                continue
+            yield from _walk(Path(entry.path), skipped)
         elif entry.is_file():
             file = Path(entry.path)
-            suffix = file.suffix.lower()
-            if suffix in INPUT_SUFFIXES or (suffix == "" and is_dicom(file)):
+            if _is_input(file):
                 yield file
 
 
@@ -132,6 +150,7 @@ def iter_predictions(
     cam_dir: str | os.PathLike | None = None,
     progress: Progress = True,
     workers: int | None = None,
+    skipped: Counter[str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Predict files batch by batch, yielding one row (a dict) per file in input order.
 
@@ -143,6 +162,7 @@ def iter_predictions(
         cam_dir: Write a Grad-CAM overlay PNG per image into this folder (PyTorch models only).
         progress: ``True`` logs progress, ``False`` is silent, a callable gets the files done.
         workers: Threads decoding images (``None``: up to 4, one per CPU).
+        skipped: Counts files left out of the walk (see :func:`iter_input_files`).
 
     Yields:
         Dicts with the columns described in this module's docstring.
@@ -163,33 +183,36 @@ def iter_predictions(
             f"{list(RESERVED_COLUMNS)}; rename the classes when training."
         )
     cam = _CamWriter(predictor, Path(cam_dir), inputs) if cam_dir is not None else None
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
     size = predictor.image_size
     done = n_errors = 0
-    files = iter_input_files(inputs)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxrlab-decode") as pool:
-        for chunk_index, chunk in enumerate(_chunks(files, batch_size)):
-            decoded = list(pool.map(lambda p: _decode(p, size), chunk))
-            ok = [i for i, (img, _) in enumerate(decoded) if img is not None]
-            probs = np.empty((0, len(predictor.classes)))
-            cam_paths: dict[int, str] = {}
-            if ok:
-                batch = np.stack([decoded[i][0] for i in ok])[:, None].astype(np.float32) / 255.0
-                probs = predictor.predict_proba(batch)
-                if cam is not None:
-                    cam_paths = cam.write(batch, [chunk[i] for i in ok], probs, start=done, ok=ok)
-            row_probs = dict(zip(ok, probs, strict=True))
-            for i, path in enumerate(chunk):
-                row = _row(path, predictor.classes, row_probs.get(i), decoded[i][1])
-                if cam is not None:
-                    row["cam"] = cam_paths.get(i, "")
-                n_errors += bool(row["error"])
-                yield row
-            done += len(chunk)
-            if callable(progress):
-                progress(done)
-            elif progress and (chunk_index + 1) % _LOG_EVERY == 0:
-                logger.info("Predicted %d files (%d errors)", done, n_errors)
+    skipped = Counter() if skipped is None else skipped
+    for chunk_index, chunk in enumerate(
+        _chunks(iter_input_files(inputs, skipped=skipped), batch_size)
+    ):
+        decoded = decode_many(chunk, size, workers=workers)
+        ok = np.flatnonzero(decoded.ok).tolist()
+        probs = np.empty((0, len(predictor.classes)))
+        cam_paths: dict[int, str] = {}
+        if ok:
+            probs, _ = predictor.predict_images(decoded.images[ok], batch_size=len(ok))
+            if cam is not None:
+                cam_paths = cam.write(
+                    decoded.images[ok], [chunk[i] for i in ok], probs, start=done, ok=ok
+                )
+        row_probs = dict(zip(ok, probs, strict=True))
+        for i, path in enumerate(chunk):
+            row = _row(path, predictor.classes, row_probs.get(i), decoded.errors.get(i, ""))
+            if cam is not None:
+                row["cam"] = cam_paths.get(i, "")
+            n_errors += bool(row["error"])
+            yield row
+        done += len(chunk)
+        if callable(progress):
+            progress(done)
+        elif progress and (chunk_index + 1) % _LOG_EVERY == 0:
+            logger.info("Predicted %d files (%d errors)", done, n_errors)
+    if skipped["mask"]:
+        logger.info("Skipped %d file(s) in lung-mask folders (not radiographs)", skipped["mask"])
     if progress is True:
         logger.info("Predicted %d files (%d errors)", done, n_errors)
 
@@ -250,16 +273,23 @@ def predict_to_csv(
 
     inputs = [Path(p) for p in paths]
     out = Path(out)
-    _refuse_inside_inputs(out, inputs, "--out")
+    for folder in inputs:
+        refuse_inside(out, folder, "--out")
     predictor = load_predictor(model_or_path, device=device)
     columns = _columns(predictor.classes, cam_dir is not None)
     counts: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
     n_files = n_errors = 0
     with atomic_path(out) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row in iter_predictions(
-            predictor, inputs, batch_size=batch_size, cam_dir=cam_dir, progress=progress
+            predictor,
+            inputs,
+            batch_size=batch_size,
+            cam_dir=cam_dir,
+            progress=progress,
+            skipped=skipped,
         ):
             writer.writerow(_format(row, predictor.classes))
             n_files += 1
@@ -273,6 +303,7 @@ def predict_to_csv(
         out=out,
         n_files=n_files,
         n_errors=n_errors,
+        n_mask_files=skipped["mask"],
         counts={c: counts.get(c, 0) for c in predictor.classes},
         classes=tuple(predictor.classes),
         model_name=predictor.model_name,
@@ -300,19 +331,6 @@ def _chunks(items: Iterator[Path], size: int) -> Iterator[list[Path]]:
         yield chunk
 
 
-def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str]:
-    """(image, "") or (None, reason): a bad file never stops its batch."""
-    try:
-        return load_for_model(path, size), ""
-    except CxrlabError as exc:
-        return None, getattr(exc, "reason", None) or str(exc)
-    except MemoryError:
-        return None, "not enough memory to decode this image"
-    except Exception as exc:  # a decoder bug on one file must not end a 100k-file run
-        logger.debug("Unexpected error decoding %s", path, exc_info=True)
-        return None, f"could not decode ({type(exc).__name__}: {exc})"
-
-
 def _row(path: Path, classes: tuple[str, ...], probs, error: str) -> dict[str, Any]:
     row: dict[str, Any] = {"path": str(path)}
     if probs is None:
@@ -334,19 +352,6 @@ def _format(row: dict[str, Any], classes: tuple[str, ...]) -> dict[str, Any]:
     return formatted
 
 
-def _refuse_inside_inputs(target: Path, inputs: list[Path], option: str) -> None:
-    """Outputs never go inside an input folder (a dataset folder is never written to)."""
-    resolved = target.resolve()
-    for folder in inputs:
-        if folder.is_dir():
-            root = folder.resolve()
-            if resolved == root or root in resolved.parents:
-                raise ConfigError(
-                    f"{option} {target} lies inside the input folder {folder}; cxrlab never "
-                    "writes into a dataset folder. Choose a location outside it."
-                )
-
-
 class _CamWriter:
     """Writes one Grad-CAM overlay PNG per predicted image (PyTorch back-end only)."""
 
@@ -362,24 +367,25 @@ class _CamWriter:
             raise ConfigError(
                 f"CAM overlays are unavailable in this installation ({exc}); drop --cam."
             ) from None
-        _refuse_inside_inputs(folder, inputs, "--cam")
+        for source in inputs:
+            refuse_inside(folder, source, "--cam")
         folder.mkdir(parents=True, exist_ok=True)
         self.predictor, self.folder = predictor, folder
         self.compute_cams, self.overlay = compute_cams, overlay
 
     def write(
-        self, batch: np.ndarray, paths: list[Path], probs: np.ndarray, *, start: int, ok: list[int]
+        self, images: np.ndarray, paths: list[Path], probs: np.ndarray, *, start: int, ok: list[int]
     ) -> dict[int, str]:
         from PIL import Image
 
+        from cxrlab.inference.predictor import to_unit_batch
         from cxrlab.io import atomic_path
 
-        x = self.predictor.to_tensor(batch)  # type: ignore[attr-defined]
+        x = self.predictor.to_tensor(to_unit_batch(images))  # type: ignore[attr-defined]
         cams = self.compute_cams(self.predictor.model, x, method="gradcam", target="predicted")  # type: ignore[attr-defined]
         written: dict[int, str] = {}
         for j, (i, path) in enumerate(zip(ok, paths, strict=True)):
-            gray = np.round(batch[j, 0] * 255.0).astype(np.uint8)
-            image = self.overlay(gray, cams[j])
+            image = self.overlay(images[j], cams[j])
             label = self.predictor.classes[int(np.argmax(probs[j]))]
             target = self.folder / f"{start + i:06d}_{path.stem}.{_safe(label)}.png"
             with atomic_path(target) as tmp:

@@ -1,9 +1,18 @@
-"""Inference back-ends behind one small interface: a PyTorch checkpoint or an exported ONNX file.
+"""One predictor for a model: images in, class probabilities (and penultimate features) out.
 
-Both take what :func:`cxrlab.data.images.load_for_model` produces, scaled to [0, 1], and return
-class probabilities in the model's output order. The ONNX back-end reads class names, input size
-and channels from the file's metadata and imports neither PyTorch nor the training code, so a
-deployment needs only ``onnxruntime``, NumPy and Pillow (plus pydicom for DICOM input).
+Every caller that turns images into probabilities goes through :class:`Predictor`: the saved
+predictions of ``cxrlab evaluate`` (:func:`cxrlab.inference.split.predict_split`), ``cxrlab
+predict``, ``serve``, ``explain``, the shortcut probes and the ONNX parity check. Two back-ends:
+a PyTorch checkpoint (:class:`TorchPredictor`) or an exported ONNX file (:class:`OnnxPredictor`),
+which reads class names, input size and channels from the file's metadata and imports neither
+PyTorch nor the training code.
+
+Precision policy (one, for every caller): the forward pass runs in float32 (on CUDA with IEEE
+fp32 convolutions and matmuls, not TF32, and never under bf16 autocast) and the softmax is taken in
+float64 of the float32 logits. So a probability does not depend on where or by which command it
+was computed: the saved predictions (and so metrics.json and ``compare``) equal ``cxrlab
+predict`` on the same files to ~1e-7 on the CPU and ~1e-6 between CPU and GPU. Training runs in
+bf16 on GPUs; prediction is decode-bound, so fp32 costs it little.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 Device = Literal["cpu", "cuda"]
 
-#: ONNX ``metadata_props`` keys written by :func:`cxrlab.serve.export.export_onnx`.
+#: ONNX ``metadata_props`` keys written by :func:`cxrlab.inference.export.export_onnx`.
 ONNX_META_CLASSES = "classes"
 ONNX_META_IMAGE_SIZE = "image_size"
 ONNX_META_IN_CHANS = "in_chans"
@@ -37,6 +46,9 @@ ONNX_META_OUTPUT = "output"
 
 #: The input contract of every exported graph (also stored in its metadata).
 INPUT_CONTRACT = "(N,1,S,S) float32 in [0,1]"
+
+#: Images per forward pass when the caller does not say.
+DEFAULT_BATCH = 64
 
 
 @runtime_checkable
@@ -61,6 +73,84 @@ class Predictor(Protocol):
         """(N, 1, S, S) float32 in [0, 1] -> (N, K) float64 probabilities (rows sum to 1)."""
         ...
 
+    def predict_images(
+        self, images: np.ndarray, *, batch_size: int = DEFAULT_BATCH, features: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, S, S) uint8 images -> ((N, K) float64 probabilities, (N, D) float32 features)."""
+        ...
+
+
+def to_unit_batch(images: np.ndarray) -> np.ndarray:
+    """(N, S, S) uint8 -> (N, 1, S, S) float32 in [0, 1], as ``load_for_model(...) / 255``."""
+    return np.ascontiguousarray(images, dtype=np.uint8)[:, None].astype(np.float32) / 255.0
+
+
+class _Batched:
+    """:meth:`predict_images` in batches on top of a back-end's ``_forward``."""
+
+    classes: tuple[str, ...]
+
+    def predict_images(
+        self, images: np.ndarray, *, batch_size: int = DEFAULT_BATCH, features: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (and penultimate features) of uint8 images, in batches.
+
+        Args:
+            images: (N, S, S) uint8 at the model's input size (what the decode cache and
+                :func:`cxrlab.data.images.load_for_model` give).
+            batch_size: Images per forward pass (results do not depend on it beyond ~1e-7).
+            features: Also return the penultimate features (PyTorch back-end only).
+
+        Returns:
+            ``(probs, feats)``: (N, K) float64 rows summing to 1, and (N, D) float32 features
+            (None unless ``features``).
+        """
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+        probs, feats = [], []
+        for start in range(0, len(images), batch_size):
+            p, f = self._forward(to_unit_batch(images[start : start + batch_size]), features)
+            probs.append(p)
+            if f is not None:
+                feats.append(f)
+        k = len(self.classes)
+        p = np.concatenate(probs) if probs else np.zeros((0, k))
+        if not features:
+            return p, None
+        return p, (np.concatenate(feats) if feats else np.zeros((0, 0), dtype=np.float32))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x, False)[0]
+
+    def _forward(self, x: np.ndarray, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+
+def classifier_head(model: Any, num_classes: int | None = None):
+    """The last ``nn.Linear`` producing ``num_classes`` outputs (default: the model's classes).
+
+    Its input is the penultimate feature vector (timm's ``fc`` / ``classifier`` / ``head.fc``
+    after global pooling, the seed CNN's 128-d dense block): exactly what the logits are computed
+    from, which the source probe reads.
+
+    Raises:
+        ConfigError: The model has no such layer (its penultimate features cannot be located).
+    """
+    from torch import nn
+
+    if num_classes is None:
+        num_classes = len(model.meta.classes)
+    heads = [
+        m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes
+    ]
+    if not heads:
+        raise ConfigError(
+            f"{type(model).__name__} has no nn.Linear layer with {num_classes} outputs, so its "
+            "penultimate features cannot be located; the source probe needs a linear "
+            "classifier head."
+        )
+    return heads[-1]
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax of (N, K) logits, computed in float64 for stability."""
@@ -79,11 +169,11 @@ def _expand_channels(x: np.ndarray, in_chans: int) -> np.ndarray:
     return x
 
 
-class TorchPredictor:
+class TorchPredictor(_Batched):
     """A :class:`~cxrlab.models.CxrClassifier` in eval mode on one device.
 
-    The model is moved to ``device`` and put in eval mode (in place). On CUDA, convolutions run in
-    full fp32 (not TF32), so probabilities match the CPU's to ~1e-6.
+    The model is moved to ``device`` and put in eval mode (in place). The forward pass follows
+    this module's precision policy (float32; on CUDA no TF32, no autocast).
 
     Args:
         model: The classifier (its ``meta`` supplies classes and input size).
@@ -126,21 +216,31 @@ class TorchPredictor:
 
         return torch.from_numpy(_expand_channels(x, self.in_chans)).to(self.device)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
 
-        with torch.inference_mode(), _ieee_fp32_convolutions(self.device):
-            logits = self.model(self.to_tensor(x))
-        return softmax(logits.float().cpu().numpy())
+        store: list[torch.Tensor] = []
+        handle = None
+        if features:
+            handle = classifier_head(self.model, len(self.classes)).register_forward_pre_hook(
+                lambda _m, args: store.append(args[0].detach().float().flatten(1).cpu())
+            )
+        try:
+            with torch.inference_mode(), ieee_fp32(self.device):
+                logits = self.model(self.to_tensor(x))
+        finally:
+            if handle is not None:
+                handle.remove()
+        probs = softmax(logits.float().cpu().numpy())
+        return probs, (torch.cat(store).numpy() if features else None)
 
 
 @contextlib.contextmanager
-def _ieee_fp32_convolutions(device) -> Iterator[None]:
-    """Run cuDNN convolutions in full fp32 rather than PyTorch's default TF32.
+def ieee_fp32(device) -> Iterator[None]:
+    """Run cuDNN convolutions and CUDA matmuls in full fp32 rather than TF32.
 
     With TF32, probabilities on a GPU differ from the CPU's by ~1e-3; in full fp32 by ~1e-6, so a
-    predictions CSV does not depend on where it was computed. Prediction is decode-bound, so the
-    slower convolutions cost little.
+    predictions CSV does not depend on where it was computed. A no-op on the CPU.
     """
     import torch
 
@@ -150,22 +250,28 @@ def _ieee_fp32_convolutions(device) -> Iterator[None]:
     conv = getattr(torch.backends.cudnn, "conv", None)
     if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
         old = conv.fp32_precision
+        old_mm = torch.backends.cuda.matmul.fp32_precision
         conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
         try:
             yield
         finally:
             conv.fp32_precision = old
+            torch.backends.cuda.matmul.fp32_precision = old_mm
     else:
         old = torch.backends.cudnn.allow_tf32
+        old_mm = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
         try:
             yield
         finally:
             torch.backends.cudnn.allow_tf32 = old
+            torch.backends.cuda.matmul.allow_tf32 = old_mm
 
 
-class OnnxPredictor:
-    """An ONNX file written by :func:`cxrlab.serve.export.export_onnx`, run by ONNX Runtime.
+class OnnxPredictor(_Batched):
+    """An ONNX file written by :func:`cxrlab.inference.export.export_onnx`, run by ONNX Runtime.
 
     Args:
         path: The ``.onnx`` file.
@@ -224,10 +330,14 @@ class OnnxPredictor:
         self.metadata = dict(meta)
         self.input_name = self.session.get_inputs()[0].name
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        x = _expand_channels(x, self.in_chans)
-        (logits,) = self.session.run(None, {self.input_name: x})
-        return softmax(logits)
+    def _forward(self, x: np.ndarray, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if features:
+            raise ConfigError(
+                f"{self.path} is an ONNX graph that outputs logits only; penultimate features "
+                "(the source probe) need the run directory or its .ckpt."
+            )
+        (logits,) = self.session.run(None, {self.input_name: _expand_channels(x, self.in_chans)})
+        return softmax(logits), None
 
 
 def session_options(threads: int | None = None):

@@ -3,7 +3,7 @@
 The graph takes (N, 1, S, S) float32 in [0, 1] (the intensity normalisation is inside it) and
 returns (N, K) logits. ``metadata_props`` carry the class names in output order (JSON), the input
 size and channels, the normalisation constants (informational), the model name, the cxrlab version
-and the input contract, so :class:`cxrlab.serve.runtime.OnnxPredictor` needs nothing else.
+and the input contract, so :class:`cxrlab.inference.predictor.OnnxPredictor` needs nothing else.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from cxrlab import __version__
 from cxrlab.errors import ConfigError
+from cxrlab.inference import predictor as rt
 from cxrlab.io import atomic_path
-from cxrlab.serve import runtime as rt
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def export_onnx(
 
     with atomic_path(out) as tmp_out:
         onnx.save(proto, str(tmp_out))
-        diff = _parity(model, tmp_out, size, chans, dynamic_batch) if check else float("nan")
+        diff = _parity(model, tmp_out, size, dynamic_batch) if check else float("nan")
     logger.info(
         "Exported %s to %s (opset %d, %s batch, max |p_onnx - p_torch| = %.2g)",
         meta.model_name,
@@ -184,16 +184,17 @@ def export_onnx(
     return ExportResult(out, int(opset_used), dynamic_batch, diff, metadata)
 
 
-def _parity(model: Any, path: Path, size: int, chans: int, dynamic_batch: bool) -> float:
-    """Largest probability difference between ONNX Runtime and PyTorch on a random batch."""
-    import torch
+def _parity(model: Any, path: Path, size: int, dynamic_batch: bool) -> float:
+    """Largest probability difference between ONNX Runtime and PyTorch on random images.
 
+    Both sides run through their :class:`~cxrlab.inference.predictor.Predictor`, so the check
+    compares exactly what ``cxrlab predict`` computes with either file.
+    """
     n = 3 if dynamic_batch else 1
-    x = np.random.default_rng(0).random((n, 1, size, size), dtype=np.float32)
-    session = rt.OnnxPredictor(path, device="cpu")
-    with torch.inference_mode():
-        ref = rt.softmax(model(torch.from_numpy(np.repeat(x, chans, axis=1))).numpy())
-    diff = float(np.abs(session.predict_proba(x) - ref).max())
+    images = np.random.default_rng(0).integers(0, 256, (n, size, size), dtype=np.uint8)
+    onnx_probs, _ = rt.OnnxPredictor(path, device="cpu").predict_images(images)
+    torch_probs, _ = rt.TorchPredictor(model, device="cpu").predict_images(images)
+    diff = float(np.abs(onnx_probs - torch_probs).max())
     if not diff <= PARITY_TOLERANCE:
         raise ConfigError(
             f"The exported graph disagrees with PyTorch (max probability difference {diff:.3g} > "
