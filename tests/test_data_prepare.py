@@ -193,6 +193,31 @@ def test_split_csv_is_the_run_split(synth_dataset, tmp_path):
     assert run_split["sha1"].tolist() == manifest["sha1"].tolist()
 
 
+def test_broken_file_in_a_split_csv_follows_the_skipped_policy(synth_dataset, tmp_path):
+    data = tmp_path / "data" / "COVID-19_Radiography_Dataset"
+    shutil.copytree(synth_dataset, data)
+    manifest = prepare_split(data, seed=0).manifest
+    path = tmp_path / "given.csv"
+    manifest.to_csv(path, index=False)
+    broken = Path(manifest.loc[manifest["split"] == "train", "path"].iloc[0])
+    broken.write_bytes(broken.read_bytes()[:200])  # changed after the manifest was written
+
+    strict = _config(data, tmp_path / "strict", tmp_path, split={"csv": str(path)}, strict=True)
+    with (
+        pytest.warns(UserWarning, match="changed since"),
+        pytest.raises(DataError, match=broken.name),
+    ):
+        train(strict)
+    cfg = _config(data, tmp_path / "run", tmp_path, split={"csv": str(path)})
+    with pytest.warns(UserWarning) as caught:
+        run = RunDir(train(cfg).run_dir)
+    assert any(f"Skipped 1 undecodable image file(s) in {data}" in str(w.message) for w in caught)
+    expected = _assignment(manifest[manifest["path"] != str(broken)])
+    assert _assignment(run.read_split()) == expected
+    skipped = pd.read_csv(run.path / "skipped.csv", keep_default_na=False)
+    assert skipped["path"].tolist() == [str(broken)]
+
+
 def test_manifest_validation(synth_dataset, tmp_path):
     good = prepare_split(synth_dataset).manifest
 

@@ -174,8 +174,9 @@ def load_manifest(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Read and validate a split manifest to use as a run's split.
 
-    Relative image paths are taken relative to the manifest's folder and made absolute; a missing
-    or empty ``sha1`` is computed from the file (the decoded-image cache is keyed by it).
+    Relative image paths are taken relative to the manifest's folder and made absolute; ``sha1``
+    is computed from the files as they are (the decoded-image cache is keyed by it), with a
+    warning where it differs from the recorded one.
 
     Args:
         path: A split.csv (``cxrlab data split -o`` or a run's own).
@@ -239,11 +240,17 @@ def load_manifest(
             f"{what} lists {len(missing)} image file(s) that do not exist: {shown}. Were the "
             "images moved? Write a new manifest with `cxrlab data split`."
         )
-    if "sha1" not in frame.columns:
-        frame["sha1"] = ""
-    empty = frame["sha1"] == ""
-    if empty.any():
-        frame.loc[empty, "sha1"] = [_sha1(p) for p in frame.loc[empty, "path"]]
+    # The image cache is keyed by sha1: hash the files as they are now, not as recorded.
+    recorded = frame["sha1"] if "sha1" in frame.columns else pd.Series("", index=frame.index)
+    frame["sha1"] = [_sha1(p) for p in frame["path"]]
+    changed = (recorded != "") & (recorded != frame["sha1"])
+    if changed.any():
+        warnings.warn(
+            f"{int(changed.sum())} image file(s) of {path} changed since the manifest was "
+            f"written (sha1 differs; first: {frame.loc[changed, 'path'].iloc[0]}); the run uses "
+            "them as they are now, so its test-set fingerprint differs from the manifest's.",
+            stacklevel=2,
+        )
     return frame, found
 
 
