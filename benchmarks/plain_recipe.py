@@ -4,10 +4,11 @@ Independent of cxrlab's training pipeline (no cache, no device augmentation, no 
 decode in DataLoader workers, torchvision's ``resnet18`` on 3-channel input with ImageNet
 normalisation, ``RandomAffine`` (rotation 10 deg, shift 6%, zoom 10%), AdamW, one-cycle, label
 smoothing 0.1, and the model after the last epoch evaluated on the test images. Only the split is
-cxrlab's (``make_split`` with the run's seed, exactly as ``cxrlab train`` makes it), so the test
-images are the ones ``recipe_sweep.py`` reports on: if this script scores clearly higher than
-cxrlab with the same settings (``recipe_sweep.py --only plain-matched``), cxrlab's pipeline loses
-accuracy somewhere; if not, the gap to a target lies in the data or the recipe, not the pipeline.
+cxrlab's (:func:`cxrlab.data.prepare.prepare_split` with the run's seed, the function ``cxrlab
+train`` splits with), so the test images are the ones ``recipe_sweep.py`` reports on: if this
+script scores clearly higher than cxrlab with the same settings (``recipe_sweep.py --only
+plain-matched``), cxrlab's pipeline loses accuracy somewhere; if not, the gap to a target lies in
+the data or the recipe, not the pipeline.
 
     python benchmarks/plain_recipe.py --data DATA --seeds 0 1 2 [--image-size 64 --epochs 40]
 """
@@ -47,16 +48,15 @@ class Images(torch.utils.data.Dataset):
 
 def split_for_seed(data: Path, seed: int):
     """The train, val and test rows ``cxrlab train --seed SEED`` uses with default split options."""
-    from cxrlab.data.scan import scan_dataset
-    from cxrlab.data.splits import make_split
+    from cxrlab.config import SplitConfig
+    from cxrlab.data.prepare import prepare_split
 
-    scanned = scan_dataset(data, seed=seed, near_duplicates=True)
-    split = make_split(scanned.index.reset_index(drop=True), seed=seed)
-    classes = list(scanned.classes)
+    prepared = prepare_split(data, SplitConfig(), seed=seed)
+    classes = prepared.classes
     label = {c: i for i, c in enumerate(classes)}
     rows = {
         name: (part["path"].tolist(), [label[c] for c in part["label"]])
-        for name, part in split.groupby("split")
+        for name, part in prepared.manifest.groupby("split")
     }
     return rows, classes
 

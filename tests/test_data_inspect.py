@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from cxrlab.cli import app, main
 from cxrlab.data.inspect import SUMMARY_COLUMNS, inspect_dataset
-from cxrlab.data.splits import split_hash
 from cxrlab.errors import DataError
+from cxrlab.rundir import test_set_fingerprint as fingerprint
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_cli_synth_then_split(tmp_path):
     assert result.exit_code == 0, result.output
     split = pd.read_csv(split_csv, keep_default_na=False)
     assert len(split) == 20 and set(split["split"]) == {"train", "val", "test"}
-    assert split_hash(split) in result.output
+    assert fingerprint(split)["sha1"] in result.output
     folds = runner.invoke(
         app, ["data", "split", str(out), "-o", str(tmp_path / "f.csv"), "--folds", "5"]
     )

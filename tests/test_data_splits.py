@@ -1,4 +1,4 @@
-"""Splits: proportions, stratification, groups, source hold-out, k-fold, hashes, refusals."""
+"""Splits: proportions, stratification, groups, source hold-out, k-fold, fingerprints, refusals."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from cxrlab.data.splits import (
     make_split,
     source_coverage,
     split_counts,
-    split_hash,
 )
 from cxrlab.errors import ConfigError, DataError
+from cxrlab.rundir import test_set_fingerprint as fingerprint
 
 
 def _index(counts: dict[str, int], *, sources: dict[str, list[str]] | None = None) -> pd.DataFrame:
@@ -169,7 +169,11 @@ def test_kfold_by_source():
         assert (split_counts(split)["test"] > 0).all()
 
 
-def test_split_hash_by_hand():
+def test_test_set_fingerprint_by_hand():
+    # The one fingerprint of a split (cxrlab.rundir), which `cxrlab data split` prints.
+    def split_hash(frame, which="test"):
+        return fingerprint(frame, which)["sha1"]
+
     frame = pd.DataFrame(
         {
             "path": ["/x/1.png", "/x/2.png", "/x/3.png"],
@@ -188,7 +192,9 @@ def test_split_hash_by_hand():
     assert split_hash(frame, "train") == hashlib.sha1(b"ccc\tA").hexdigest()
     no_sha = frame.assign(sha1=["", "aaa", "ccc"])
     assert split_hash(no_sha) == hashlib.sha1(b"/x/1.png\tA\n/x/2.png\tB").hexdigest()
-    with pytest.raises(ConfigError):
+    assert fingerprint(frame) == {"sha1": expected, "n": 2, "key": "sha1"}
+    assert fingerprint(no_sha)["key"] == "path"
+    with pytest.raises(DataError):
         split_hash(frame, "holdout")
 
 

@@ -29,6 +29,12 @@ class SplitConfig(BaseModel):
     fold: int = Field(0, ge=0)
     #: Group near-duplicates (perceptual hash) so they never straddle splits.
     near_duplicates: bool = True
+    #: Seed of the split (and of the ``limit_per_class`` subset). None: the training seed, so
+    #: runs with different training seeds share one split only when this is set.
+    seed: int | None = None
+    #: Use this split manifest (a split.csv from ``cxrlab data split`` or another run) as the
+    #: split instead of splitting the dataset; the run's split.csv then holds its assignment.
+    csv: Path | None = None
 
 
 class AugmentConfig(BaseModel):

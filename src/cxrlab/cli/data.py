@@ -88,46 +88,76 @@ def register(app: typer.Typer) -> None:
     def split_cmd(
         data: Path = typer.Argument(..., help="Dataset folder (or a folder above it)."),
         out: Path = typer.Option(..., "--out", "-o", help="split.csv to write."),
-        method: str = typer.Option("stratified", help="'stratified' or 'source' (held out)."),
+        split_by: str | None = typer.Option(
+            None, "--split-by", help="stratified (default), or source (hold out whole sources)."
+        ),
+        method: str | None = typer.Option(None, "--method", hidden=True),
         val: float = typer.Option(0.15, help="Validation fraction."),
         test: float = typer.Option(0.15, help="Test fraction (ignored with --folds)."),
         folds: int | None = typer.Option(None, min=2, help="k-fold: number of folds."),
         fold: int = typer.Option(0, min=0, help="k-fold: the test fold."),
-        seed: int = typer.Option(0, help="Seed of the split."),
+        seed: int = typer.Option(
+            0, help="Seed of the split (`cxrlab train --seed S` splits with S unless told else)."
+        ),
         near_duplicates: bool = typer.Option(
             True, "--near-duplicates/--no-near-duplicates", help="Keep near duplicates together."
         ),
         limit_per_class: int | None = typer.Option(None, min=1, help="Seeded subset per class."),
+        strict: bool = typer.Option(
+            False, "--strict", help="Abort on undecodable images instead of skipping them."
+        ),
     ) -> None:
-        """Write a leak-free split manifest (split.csv) and print its per-class counts."""
-        from cxrlab.data.scan import scan_dataset
-        from cxrlab.data.splits import (
-            kfold_split,
-            make_split,
-            source_coverage,
-            split_counts,
-            split_hash,
-        )
-        from cxrlab.errors import ConfigError
-        from cxrlab.io import write_csv
+        """Write a leak-free split manifest (split.csv) and print its per-class counts.
 
-        if method not in ("stratified", "source"):
-            raise ConfigError(f"--method must be 'stratified' or 'source', got {method!r}.")
-        _refuse_inside(out, data)
-        scan = scan_dataset(
-            data, near_duplicates=near_duplicates, limit_per_class=limit_per_class, seed=seed
-        )
-        if folds:
-            split = kfold_split(
-                scan.index, folds=folds, fold=fold, val=val, seed=seed, method=method
+        The same split as `cxrlab train --data DATA --seed SEED` with the same split options.
+        Undecodable images are skipped (listed in OUT's stem + .skipped.csv) or, with --strict,
+        stop the command.
+        """
+        from pydantic import ValidationError
+
+        from cxrlab.config import SplitConfig
+        from cxrlab.data.prepare import prepare_split
+        from cxrlab.data.splits import source_coverage, split_counts
+        from cxrlab.errors import ConfigError
+        from cxrlab.io import refuse_inside
+        from cxrlab.rundir import test_set_fingerprint, write_split_csv
+
+        if method is not None and split_by not in (None, method):
+            raise ConfigError(
+                f"--split-by {split_by} and --method {method} disagree; --method is the old "
+                "name of --split-by: pass only --split-by."
             )
-        else:
-            split = make_split(scan.index, method=method, val=val, test=test, seed=seed)
-        write_csv(out, split)
+        split_by = split_by or method or "stratified"
+        refuse_inside(out, data, "--out")
+        try:
+            options = SplitConfig(
+                method=split_by, val=val, test=test, folds=folds, fold=fold,
+                near_duplicates=near_duplicates, seed=seed,
+            )  # fmt: skip
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"Invalid split options: {problems}.") from None
+        skipped_csv = out.with_name(f"{out.stem}.skipped.csv")
+        prepared = prepare_split(
+            data, options, strict=strict, limit_per_class=limit_per_class, skipped_csv=skipped_csv
+        )
+        split = prepared.manifest
+        write_split_csv(out, split)
         _print_frame(split_counts(split), "images per class and split")
-        if method == "source":
+        if split_by == "source":
             _print_frame(source_coverage(split), "source coverage")
-        console.print(f"test split hash {split_hash(split)}; written to {out}")
+        if prepared.skipped_csv is not None:
+            console.print(
+                f"[yellow]{len(prepared.skipped)} undecodable image(s) skipped[/]; listed in "
+                f"{prepared.skipped_csv}"
+            )
+        fingerprint = test_set_fingerprint(split)
+        console.print(
+            f"test set fingerprint {fingerprint['sha1']} ({fingerprint['n']} images, keyed by "
+            f"{fingerprint['key']}); written to {out}"
+        )
 
     @data_app.command("download")
     def download_cmd(

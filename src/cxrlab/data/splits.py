@@ -22,7 +22,6 @@ index (units are ordered by their content before shuffling).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Literal
 
@@ -215,36 +214,6 @@ def split_counts(split_df: pd.DataFrame) -> pd.DataFrame:
     table = table.reindex(index=order_classes(table.index), columns=list(SPLITS), fill_value=0)
     table["total"] = table.sum(axis=1)
     return table
-
-
-def split_hash(split_df: pd.DataFrame, which: SplitName = "test") -> str:
-    """Fingerprint of one split's content, to check that two runs share a test set.
-
-    The sha1 of the sorted lines ``"<key>\\t<label>"`` of the rows in split ``which``, where the
-    key is the image's ``sha1`` when every such row has one, else its ``path``. Row order, other
-    columns and other splits do not matter.
-
-    Args:
-        split_df: A split manifest (``split``, ``label``, and ``sha1`` or ``path``).
-        which: ``"train"``, ``"val"`` or ``"test"``.
-
-    Returns:
-        40 hex digits.
-    """
-    if which not in SPLITS:
-        raise ConfigError(f"which must be one of {SPLITS}, got {which!r}.")
-    rows = split_df[split_df["split"] == which]
-    keys = None
-    if "sha1" in rows:
-        sha = rows["sha1"].fillna("").astype(str)
-        if (sha != "").all():
-            keys = sha
-    if keys is None:
-        keys = rows["path"].astype(str)
-    lines = sorted(
-        f"{k}\t{label}" for k, label in zip(keys, rows["label"].astype(str), strict=True)
-    )
-    return hashlib.sha1("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -95,7 +95,9 @@ def run_cv(
 
     Args:
         config: A :class:`cxrlab.config.TrainConfig`; ``config.out`` is the CV folder; its
-            ``split.folds``, ``split.fold``, ``seed`` and ``out`` are set per run.
+            ``split.folds``, ``split.fold``, ``seed`` and ``out`` are set per run, and
+            ``split.seed`` to ``config.split.seed`` (else ``config.seed``) for every run, so all
+            training seeds share the folds.
         folds: K >= 2.
         seeds: S (seeds 0..S-1) or an explicit list of seeds.
         n_boot: Bootstrap resamples for each run's and the pooled CIs.
@@ -118,6 +120,9 @@ def run_cv(
     if len(set(seed_list)) != len(seed_list):
         raise ConfigError(f"Seeds must be distinct, got {seed_list}.")
     out = Path(config.out)
+    # One split seed for every training seed: the folds stay fixed, so the spread across seeds
+    # is training variance, not split variance.
+    split_seed = config.split.seed if config.split.seed is not None else config.seed
     run_dirs, trained, skipped = [], [], []
     total = folds * len(seed_list)
     for k in range(folds):
@@ -137,7 +142,9 @@ def run_cv(
                     update={
                         "out": run_dir,
                         "seed": s,
-                        "split": config.split.model_copy(update={"folds": folds, "fold": k}),
+                        "split": config.split.model_copy(
+                            update={"folds": folds, "fold": k, "seed": split_seed}
+                        ),
                         "resume": resume,
                         "overwrite": overwrite,
                     }

@@ -14,14 +14,18 @@ import torch
 
 from cxrlab.config import TrainConfig, save_config
 from cxrlab.data.cache import ImageCache, ProgressFn, build_cache
+from cxrlab.data.classes import order_classes
 from cxrlab.errors import ConfigError, DataError, RunDirError
 from cxrlab.io import write_csv, write_json
+from cxrlab.rundir import RunDir
 from cxrlab.training.recipes import Recipe, resolve_recipe
 
 log = logging.getLogger(__name__)
 
 #: Written last by a successful training; its presence marks a finished run.
 SUMMARY_FILE = "train_summary.json"
+#: Images left out of the run (undecodable), with the reason; written only when there are any.
+SKIPPED_FILE = "skipped.csv"
 
 
 @dataclass
@@ -79,52 +83,63 @@ def check_run_dir(config: TrainConfig) -> None:
 def prepare_data(
     config: TrainConfig, image_size: int, progress: ProgressFn | None = None
 ) -> PreparedData:
-    """Scan the dataset, decode it into the cache and split it (or reuse the run's split.csv)."""
-    from cxrlab.data.scan import scan_dataset
-    from cxrlab.data.splits import kfold_split, make_split
+    """Split the dataset and decode the split's images into the cache.
 
-    split_path = config.out / "split.csv"
-    if config.resume and split_path.exists():
-        split = pd.read_csv(split_path, keep_default_na=False)
-        classes = list(pd.read_json(config.out / "classes.json", typ="series"))
+    The split is the run's own split.csv with ``--resume``; else ``config.split.csv`` when set;
+    else :func:`cxrlab.data.prepare.prepare_split` of ``config.data`` with the split's seed
+    (``config.split.seed``, or the training seed). Images the scan cannot decode are left out
+    before splitting and listed in the run's ``skipped.csv`` (a DataError with ``--strict``), so
+    ``cxrlab data split`` with the same options gives the same manifest.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cxrlab.data.prepare import prepare_split
+
+    run = RunDir(config.out)
+    skipped_csv = run.path / SKIPPED_FILE if rank_zero_only.rank == 0 else None
+    if config.resume and run.has_split():
+        split = run.read_split()
+        classes = run.read_classes() or order_classes(split["label"].unique())
     else:
-        scanned = scan_dataset(
+        prepared = prepare_split(
             config.data,
+            config.split,
+            seed=config.seed,
             strict=config.strict,
             limit_per_class=config.limit_per_class,
-            seed=config.seed,
-            near_duplicates=config.split.near_duplicates,
+            skipped_csv=skipped_csv,
         )
-        classes = list(scanned.classes)
-        index = scanned.index.reset_index(drop=True)
-        cache = build_cache(
-            index["path"].tolist(), index["sha1"].tolist(), image_size,
-            cache_dir=config.cache_dir, workers=config.decode_workers, progress=progress,
-        )  # fmt: skip
-        if cache.errors:
-            bad = [f"{index.at[i, 'path']}: {why}" for i, why in sorted(cache.errors.items())]
-            if config.strict:
-                raise DataError(
-                    f"{len(bad)} image(s) could not be decoded and --strict is set:\n  "
-                    + "\n  ".join(bad[:20])
-                )
-            warnings.warn(
-                f"Skipping {len(bad)} undecodable image(s); first: {bad[0]}", stacklevel=2
-            )
-            index = index[cache.ok].reset_index(drop=True)
-        s = config.split
-        if s.folds:
-            split = kfold_split(
-                index, folds=s.folds, fold=s.fold, val=s.val, seed=config.seed, method=s.method
-            )
-        else:
-            split = make_split(index, method=s.method, val=s.val, test=s.test, seed=config.seed)
+        split, classes = prepared.manifest.reset_index(drop=True), prepared.classes
     # One cache entry per split manifest, so evaluation and later runs find the same key.
-    cache = build_cache(
+    cache = _build_split_cache(config, split, image_size, progress)
+    if cache.errors:
+        split, cache = _drop_undecodable(config, split, cache, image_size, progress, skipped_csv)
+    return PreparedData(split=split, classes=classes, cache=cache)
+
+
+def _build_split_cache(config: TrainConfig, split: pd.DataFrame, image_size: int, progress):
+    return build_cache(
         split["path"].tolist(), split["sha1"].tolist(), image_size,
         cache_dir=config.cache_dir, workers=config.decode_workers, progress=progress,
     )  # fmt: skip
-    return PreparedData(split=split, classes=classes, cache=cache)
+
+
+def _drop_undecodable(config, split, cache, image_size, progress, skipped_csv):
+    """Apply the skipped-files policy to rows the cache cannot decode; rebuild it without them.
+
+    Rare: the scan decoded every image with the same reader, so this means a file changed since
+    the scan, or a ``split.csv`` manifest lists a broken file.
+    """
+    from cxrlab.data.prepare import SKIPPED_COLUMNS, report_skipped
+
+    bad = sorted(cache.errors)
+    rows = [(split.at[i, "path"], "truncated", cache.errors[i]) for i in bad]
+    skipped = pd.DataFrame(rows, columns=list(SKIPPED_COLUMNS))
+    if skipped_csv is not None and skipped_csv.is_file():
+        skipped = pd.concat([pd.read_csv(skipped_csv, keep_default_na=False), skipped])
+    report_skipped(skipped, strict=config.strict, csv=skipped_csv, where=str(config.data))
+    split = split[cache.ok].reset_index(drop=True)
+    return split, _build_split_cache(config, split, image_size, progress)
 
 
 def _trainer_kwargs(config: TrainConfig) -> dict:
