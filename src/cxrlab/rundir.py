@@ -109,6 +109,7 @@ class RunDir:
     SUMMARY = "train_summary.json"
     METRICS = "metrics.json"
     PROBE = "probe.json"
+    SKIPPED = "skipped.csv"
     CHECKPOINTS = "checkpoints"
     BEST = "best"
     LAST = "last"
@@ -166,6 +167,11 @@ class RunDir:
     @property
     def probe(self) -> Path:
         return self.path / self.PROBE
+
+    @property
+    def skipped(self) -> Path:
+        """Images left out because they could not be decoded (path, reason)."""
+        return self.path / self.SKIPPED
 
     @property
     def checkpoints(self) -> Path:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cxrlab.data.classes import canonical_class, order_classes
 from cxrlab.data.dicom import DICOM_SUFFIXES, is_dicom
-from cxrlab.data.images import IMAGE_SUFFIXES
+from cxrlab.data.images import IMAGE_SUFFIXES, MASK_DIRS
 from cxrlab.data.problems import Problem, natural_key
 from cxrlab.errors import DataError, suggest
 
@@ -41,7 +41,6 @@ SCAN_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES
 METADATA_SUFFIXES = frozenset({".xlsx", ".xls"})
 
 _SKIP_DIRS = frozenset({"__macosx"})
-_MASK_DIRS = frozenset({"masks", "mask"})
 
 
 @dataclass
@@ -249,7 +248,7 @@ def _list_class_folder(folder: Path, problems: list[Problem]) -> ClassFiles:
         )
         here = Path(dirpath)
         rel = here.relative_to(folder).parts
-        in_masks = bool(rel) and rel[0].lower() in _MASK_DIRS
+        in_masks = bool(rel) and rel[0].lower() in MASK_DIRS
         for name in sorted(filenames):
             path = here / name
             suffix = path.suffix.lower()

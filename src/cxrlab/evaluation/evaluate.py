@@ -254,7 +254,7 @@ def _write_figures(
             temperature=calibration.get("temperature"),
         ),
     }
-    history = run_dir / "history.csv"
+    history = RunDir(run_dir).history
     if history.is_file():
         try:
             fig = figures.plot_training_curves(pd.read_csv(history))

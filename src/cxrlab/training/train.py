@@ -24,8 +24,6 @@ log = logging.getLogger(__name__)
 
 #: Written last by a successful training; its presence marks a finished run.
 SUMMARY_FILE = "train_summary.json"
-#: Images left out of the run (undecodable), with the reason; written only when there are any.
-SKIPPED_FILE = "skipped.csv"
 
 
 @dataclass
@@ -96,7 +94,7 @@ def prepare_data(
     from cxrlab.data.prepare import prepare_split
 
     run = RunDir(config.out)
-    skipped_csv = run.path / SKIPPED_FILE if rank_zero_only.rank == 0 else None
+    skipped_csv = run.skipped if rank_zero_only.rank == 0 else None
     if config.resume and run.has_split():
         split = run.read_split()
         classes = run.read_classes() or order_classes(split["label"].unique())
