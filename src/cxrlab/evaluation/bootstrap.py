@@ -1,4 +1,8 @@
-"""Stratified percentile bootstrap confidence intervals for every metric, vectorised.
+"""Stratified percentile bootstrap, vectorised, and every metric's interval in one call.
+
+:func:`bootstrap_metrics` gives each metric the interval its kind calls for
+(:mod:`cxrlab.evaluation.intervals`): Clopper-Pearson for proportions (accuracy, per-class
+precision/PPV, recall/sensitivity, specificity, NPV), this bootstrap for everything else.
 
 A resample is represented by how many times each sample was drawn (a row of a (B, N) weight
 matrix), so one matrix product gives every resample's confusion matrix and the ranking and
@@ -21,10 +25,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrlab.evaluation.intervals import (
+    BOOTSTRAP,
+    CLOPPER_PEARSON,
+    METHOD_DESCRIPTIONS,
+    PROPORTION_METRICS,
+    PROPORTION_PER_CLASS,
+    bootstrap_entry,
+    interval_entry,
+    proportion_entry,
+)
 from cxrlab.evaluation.metrics import (
     N_BINS,
     PER_CLASS_METRICS,
     SCALAR_METRICS,
+    UNDEFINED_REASON,
     compute_metrics,
     compute_metrics_codes,
     encode_labels,
@@ -55,6 +70,25 @@ def bootstrap_settings(
     if groups:
         out["resampling_unit"] = "group (all rows of one image together)"
     return out
+
+
+def interval_settings(confidence: float) -> dict[str, Any]:
+    """The ``intervals`` block of metrics.json: which method each metric's interval uses."""
+    per_metric = {
+        name: CLOPPER_PEARSON if name in PROPORTION_METRICS else BOOTSTRAP
+        for name in SCALAR_METRICS
+    }
+    per_class = {
+        name: CLOPPER_PEARSON if name in PROPORTION_PER_CLASS else BOOTSTRAP
+        for name in PER_CLASS_METRICS
+    }
+    return {
+        "confidence": float(confidence),
+        "metrics": per_metric,
+        "per_class": per_class,
+        "differences": BOOTSTRAP,
+        "methods": dict(METHOD_DESCRIPTIONS),
+    }
 
 
 def _check(n_boot: int, confidence: float) -> None:
@@ -138,9 +172,30 @@ def bootstrap_samples(
     return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
 
 
-def _ci(value: float, samples: np.ndarray, confidence: float) -> dict[str, float]:
+def _ci(value: float, samples: np.ndarray, confidence: float) -> dict[str, Any]:
+    """Percentile interval of a difference (a zero-width one is kept: identical runs)."""
     low, high = percentile_interval(samples, confidence)
-    return {"value": float(value), "ci_low": float(low), "ci_high": float(high)}
+    return interval_entry(value, low, high, method=BOOTSTRAP)
+
+
+class _Units:
+    """How many independent units (rows, or distinct groups) lie behind a set of rows."""
+
+    def __init__(self, groups, n: int):
+        self.codes = None if groups is None else pd.factorize(np.asarray(groups))[0]
+        self.n = n
+
+    def count(self, mask: np.ndarray) -> int:
+        if self.codes is None:
+            return int(mask.sum())
+        return int(len(np.unique(self.codes[mask])))
+
+
+def _proportion(value: float, mask: np.ndarray, units: _Units, confidence: float, reason: str):
+    n = units.count(mask)
+    if n == 0 or not np.isfinite(value):
+        return interval_entry(float("nan"), None, None, method=CLOPPER_PEARSON, undefined=reason)
+    return proportion_entry(value * n, n, confidence, value=value)
 
 
 def bootstrap_metrics(
@@ -155,7 +210,7 @@ def bootstrap_metrics(
     groups=None,
     n_bins: int = N_BINS,
 ) -> dict[str, Any]:
-    """Every metric of :func:`~cxrlab.evaluation.metrics.compute_metrics` with a bootstrap CI.
+    """Every metric of :func:`~cxrlab.evaluation.metrics.compute_metrics` with its interval.
 
     Args:
         y_true: (N,) true labels.
@@ -171,7 +226,9 @@ def bootstrap_metrics(
     Returns:
         ``{"n", "n_per_class", "metrics": {name: {"value", "ci_low", "ci_high"}},
         "per_class": {class: {metric: {...}, "support": int}}, "confusion_matrix": {"labels",
-        "counts"}, "bootstrap": {"method", "n_boot", "seed", "confidence"}}``.
+        "counts"}, "bootstrap": {"method", "n_boot", "seed", "confidence"}, "intervals": {...}}``.
+        Each interval entry also carries ``method`` (``"clopper-pearson"`` or ``"bootstrap"``),
+        ``n`` for proportions, and ``undefined`` (the reason) where the value is ``None``.
     """
     _check(n_boot, confidence)
     labels = list(labels)
@@ -188,26 +245,55 @@ def bootstrap_metrics(
 
     samples = bootstrap_samples(fn, t, n_boot=n_boot, seed=seed, groups=groups)
     support = np.bincount(t, minlength=k)
+    units = _Units(groups, len(t))
+    every = np.ones(len(t), dtype=bool)
+    metrics = {}
+    for name in SCALAR_METRICS:
+        if name in PROPORTION_METRICS:
+            metrics[name] = _proportion(point[name], every, units, confidence, "no samples")
+        else:
+            metrics[name] = bootstrap_entry(
+                point[name], samples[name], confidence, undefined=_macro_reason(name)
+            )
+    denominators = {
+        "precision": lambda j: p == j,
+        "recall": lambda j: t == j,
+        "specificity": lambda j: t != j,
+        "npv": lambda j: p != j,
+    }
+    per_class = {}
+    for j, c in enumerate(labels):
+        entry = {}
+        for name in PER_CLASS_METRICS:
+            reason = UNDEFINED_REASON.get(name)
+            if name in PROPORTION_PER_CLASS:
+                entry[name] = _proportion(
+                    point[name][j], denominators[name](j), units, confidence, reason
+                )
+            else:
+                entry[name] = bootstrap_entry(
+                    point[name][j], samples[name][:, j], confidence, undefined=reason
+                )
+        entry["support"] = int(support[j])
+        per_class[str(c)] = entry
     return {
         "n": int(len(t)),
         "n_per_class": {str(c): int(s) for c, s in zip(labels, support, strict=True)},
-        "metrics": {name: _ci(point[name], samples[name], confidence) for name in SCALAR_METRICS},
-        "per_class": {
-            str(c): {
-                **{
-                    name: _ci(point[name][j], samples[name][:, j], confidence)
-                    for name in PER_CLASS_METRICS
-                },
-                "support": int(support[j]),
-            }
-            for j, c in enumerate(labels)
-        },
+        "metrics": metrics,
+        "per_class": per_class,
         "confusion_matrix": {
             "labels": [str(c) for c in labels],
             "counts": point["confusion_matrix"].round().astype(int).tolist(),
         },
         "bootstrap": bootstrap_settings(n_boot, seed, confidence, groups=groups is not None),
+        "intervals": interval_settings(confidence),
     }
+
+
+def _macro_reason(name: str) -> str:
+    if name in ("macro_roc_auc", "macro_average_precision"):
+        return "undefined for every class (each class needs true and other samples)"
+    return "no samples"
 
 
 def paired_bootstrap_difference(
