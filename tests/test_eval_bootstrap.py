@@ -45,7 +45,7 @@ def test_result_structure_and_determinism():
     assert a["metrics"]["accuracy"] == c["metrics"]["accuracy"]  # Clopper-Pearson: no resampling
     assert a["metrics"]["macro_f1"] != c["metrics"]["macro_f1"]  # bootstrap: the seed matters
     assert a["bootstrap"] == {
-        "method": "stratified percentile bootstrap",
+        "method": "stratified BCa bootstrap",
         "n_boot": 200,
         "seed": 7,
         "confidence": 0.95,

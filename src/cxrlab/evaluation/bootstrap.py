@@ -47,7 +47,9 @@ from cxrlab.evaluation.metrics import (
 
 logger = logging.getLogger(__name__)
 
-METHOD = "stratified percentile bootstrap"
+METHOD = "stratified BCa bootstrap"
+#: Differences between runs keep the plain percentile interval (identical runs give exactly 0).
+DIFFERENCE_METHOD = "paired stratified percentile bootstrap"
 #: Metrics that need only predicted labels (cheap to resample).
 _LABEL_METRICS = frozenset(
     {"accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_specificity"}
@@ -86,7 +88,7 @@ def interval_settings(confidence: float) -> dict[str, Any]:
         "confidence": float(confidence),
         "metrics": per_metric,
         "per_class": per_class,
-        "differences": BOOTSTRAP,
+        "differences": DIFFERENCE_METHOD,
         "methods": dict(METHOD_DESCRIPTIONS),
     }
 
@@ -150,6 +152,64 @@ def percentile_interval(
         warnings.simplefilter("ignore", RuntimeWarning)  # all-nan slices give nan, as intended
         low, high = np.nanquantile(samples, [alpha, 1 - alpha], axis=0)
     return low, high
+
+
+def bca_interval(
+    samples: np.ndarray, point, jackknife: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected and accelerated (BCa, Efron 1987) interval over axis 0.
+
+    Args:
+        samples: (B, ...) bootstrap values (nan resamples ignored).
+        point: (...) the point estimate.
+        jackknife: (U, ...) leave-one-unit-out values, for the acceleration.
+        confidence: Coverage.
+
+    Returns:
+        ``(low, high)`` of shape (...); nan where every resample is nan.
+    """
+    from scipy.stats import norm
+
+    samples = np.asarray(samples, dtype=np.float64)
+    point = np.broadcast_to(np.asarray(point, dtype=np.float64), samples.shape[1:])
+    jack = np.asarray(jackknife, dtype=np.float64)
+    flat_s = samples.reshape(len(samples), -1)
+    flat_j = jack.reshape(len(jack), -1)
+    flat_p = point.reshape(-1)
+    alpha = (1 - confidence) / 2
+    z = norm.ppf([alpha, 1 - alpha])
+    low = np.full(flat_s.shape[1], np.nan)
+    high = np.full(flat_s.shape[1], np.nan)
+    for c in range(flat_s.shape[1]):
+        s = flat_s[:, c][~np.isnan(flat_s[:, c])]
+        if not len(s) or np.isnan(flat_p[c]):
+            continue
+        b = len(s)
+        prop = (np.sum(s < flat_p[c]) + 0.5 * np.sum(s == flat_p[c])) / b
+        z0 = norm.ppf(np.clip(prop, 1 / (b + 1), b / (b + 1)))
+        j = flat_j[:, c][~np.isnan(flat_j[:, c])]
+        d = j.mean() - j if len(j) else np.zeros(1)
+        den = 6 * np.sum(d**2) ** 1.5
+        a = np.sum(d**3) / den if den > 0 else 0.0
+        levels = norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+        low[c], high[c] = np.quantile(s, np.clip(levels, 0, 1))
+    return low.reshape(samples.shape[1:]), high.reshape(samples.shape[1:])
+
+
+def jackknife_values(
+    fn: Callable[[np.ndarray], dict[str, np.ndarray]], n: int, groups: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """``fn`` on every leave-one-unit-out weighting (a unit: a row, or a whole group)."""
+    unit = np.arange(n) if groups is None else pd.factorize(np.asarray(groups))[0]
+    n_units = int(unit.max()) + 1 if n else 0
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n_units, chunk):
+        ids = np.arange(start, min(start + chunk, n_units))
+        w = (unit[None, :] != ids[:, None]).astype(np.float64)
+        for name, value in fn(w).items():
+            parts.setdefault(name, []).append(value)
+    return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
 
 
 def bootstrap_samples(
@@ -244,6 +304,7 @@ def bootstrap_metrics(
         return {name: v for name, v in out.items() if name in wanted}
 
     samples = bootstrap_samples(fn, t, n_boot=n_boot, seed=seed, groups=groups)
+    jack = jackknife_values(fn, len(t), groups)
     support = np.bincount(t, minlength=k)
     units = _Units(groups, len(t))
     every = np.ones(len(t), dtype=bool)
@@ -253,7 +314,11 @@ def bootstrap_metrics(
             metrics[name] = _proportion(point[name], every, units, confidence, "no samples")
         else:
             metrics[name] = bootstrap_entry(
-                point[name], samples[name], confidence, undefined=_macro_reason(name)
+                point[name],
+                samples[name],
+                confidence,
+                undefined=_macro_reason(name),
+                jackknife=jack[name],
             )
     denominators = {
         "precision": lambda j: p == j,
@@ -272,7 +337,11 @@ def bootstrap_metrics(
                 )
             else:
                 entry[name] = bootstrap_entry(
-                    point[name][j], samples[name][:, j], confidence, undefined=reason
+                    point[name][j],
+                    samples[name][:, j],
+                    confidence,
+                    undefined=reason,
+                    jackknife=jack[name][:, j],
                 )
         entry["support"] = int(support[j])
         per_class[str(c)] = entry

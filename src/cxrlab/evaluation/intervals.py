@@ -5,8 +5,11 @@
   2.5% binomial tail. It never has zero width, also at 0% or 100% (20/20 correct gives
   83.2-100%), and its coverage is at least the nominal level for every p and n. The Wilson score
   interval is shorter but covers only ~92% at p = 0.98, n = 50 (tests/test_eval_coverage.py).
-* Everything else (F1, macro and weighted averages, ROC AUC, AP, ECE, Brier, NLL and differences
-  between runs) gets the stratified percentile bootstrap of :mod:`cxrlab.evaluation.bootstrap`.
+* Everything else (F1, macro and weighted averages, ROC AUC, AP, ECE, Brier, NLL) gets the
+  stratified BCa bootstrap of :mod:`cxrlab.evaluation.bootstrap` (bias-corrected and accelerated,
+  the acceleration from the jackknife); the plain percentile interval covers a class of 20
+  positives' AUC only ~91% of the time, BCa >= 93% (tests/test_eval_coverage.py). Differences
+  between runs get the paired percentile bootstrap.
   When every resample gives the same value (e.g. AUC = 1 for a perfectly separated class) the
   bootstrap cannot bound the metric; the bounds are then ``None`` with the reason beside them
   rather than a zero-width interval.
@@ -31,8 +34,9 @@ BOOTSTRAP = "bootstrap"
 METHOD_DESCRIPTIONS = {
     CLOPPER_PEARSON: "Clopper-Pearson exact binomial interval (beta quantiles) of a proportion; "
     "with pooled predictions, n is the number of distinct images",
-    BOOTSTRAP: "stratified percentile bootstrap (resamples drawn within each true class); bounds "
-    "are null when every resample gives the same value",
+    BOOTSTRAP: "stratified BCa bootstrap (resamples drawn within each true class; bias "
+    "correction and jackknife acceleration); bounds are null when every resample gives the same "
+    "value",
 }
 #: Scalar metrics that are proportions.
 PROPORTION_METRICS = frozenset({"accuracy"})
@@ -135,13 +139,24 @@ def interval_entry(
 
 
 def bootstrap_entry(
-    value, samples: np.ndarray, confidence: float, *, undefined: str | None = None
+    value,
+    samples: np.ndarray,
+    confidence: float,
+    *,
+    undefined: str | None = None,
+    jackknife: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """A bootstrap :func:`interval_entry` from resampled values (nan resamples ignored)."""
-    from cxrlab.evaluation.bootstrap import percentile_interval
+    """A bootstrap :func:`interval_entry` from resampled values (nan resamples ignored).
+
+    BCa with ``jackknife`` (leave-one-out values), else the percentile interval.
+    """
+    from cxrlab.evaluation.bootstrap import bca_interval, percentile_interval
 
     samples = np.asarray(samples, dtype=np.float64)
-    low, high = percentile_interval(samples, confidence)
+    if jackknife is None:
+        low, high = percentile_interval(samples, confidence)
+    else:
+        low, high = bca_interval(samples, value, jackknife, confidence)
     ok = samples[~np.isnan(samples)]
     if len(ok) and np.ptp(ok) == 0:
         low = high = float("nan")
