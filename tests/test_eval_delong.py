@@ -1,4 +1,4 @@
-"""DeLong's paired AUC test: hand-computed placements, brute force, and R pROC's reference values."""
+"""DeLong's paired AUC test: hand-computed placements, brute force, R pROC's reference values."""
 
 import math
 
@@ -118,5 +118,10 @@ def test_ovr_per_class_equals_binary_and_macro_is_consistent():
 def test_refuses_too_few_positives():
     with pytest.raises(ValueError, match="2 positives"):
         delong_test([1, 0, 0], [0.2, 0.1, 0.3], [0.1, 0.2, 0.3])
-    out = delong_ovr(["A", "A", "B", "B", "A"], np.eye(3)[[0, 0, 1, 1, 0]], np.eye(3)[[0, 1, 1, 1, 0]], labels=["A", "B", "C"])
+    out = delong_ovr(
+        ["A", "A", "B", "B", "A"],
+        np.eye(3)[[0, 0, 1, 1, 0]],
+        np.eye(3)[[0, 1, 1, 1, 0]],
+        labels=["A", "B", "C"],
+    )
     assert "undefined" in out["per_class"]["C"] and out["macro"]["n_classes"] == 2

@@ -207,9 +207,7 @@ def temperature_scaling(
             f"temperature T = {fit['temperature']:.3g} (search bounds {fit['bounds']}) not "
             f"applied: {fit['reason']}"
         )
-        warnings.warn(
-            f"Temperature scaling not applied: {out['note']}.", UserWarning, stacklevel=2
-        )
+        warnings.warn(f"Temperature scaling not applied: {out['note']}.", UserWarning, stacklevel=2)
         return out
     after = apply_temperature(y_score_test, fit["temperature"])
     logger.info(

@@ -73,12 +73,8 @@ def clopper_pearson(
     alpha = 1 - confidence
     ok = n > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(
-            ok & (x > 0), beta.ppf(alpha / 2, np.maximum(x, 1e-12), n - x + 1), 0.0
-        )
-        high = np.where(
-            ok & (x < n), beta.ppf(1 - alpha / 2, x + 1, np.maximum(n - x, 1e-12)), 1.0
-        )
+        low = np.where(ok & (x > 0), beta.ppf(alpha / 2, np.maximum(x, 1e-12), n - x + 1), 0.0)
+        high = np.where(ok & (x < n), beta.ppf(1 - alpha / 2, x + 1, np.maximum(n - x, 1e-12)), 1.0)
     low = np.where(ok, low, np.nan)
     high = np.where(ok, high, np.nan)
     if low.ndim == 0:

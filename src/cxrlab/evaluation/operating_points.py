@@ -1,4 +1,4 @@
-"""Operating points: one-vs-rest thresholds chosen on validation, applied to test (or external) sets.
+"""Operating points: one-vs-rest thresholds chosen on validation, applied to test and later sets.
 
 A screening paper reports sensitivity at a fixed specificity with the threshold fixed before the
 test set is looked at. For each class (COVID first when present), one-vs-rest on its predicted
