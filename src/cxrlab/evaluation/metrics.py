@@ -63,15 +63,10 @@ def encode_labels(
     labels = list(labels)
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be unique, got {labels}.")
-    codes = pd.Index(labels).get_indexer(np.asarray(y, dtype=object).ravel())
+    values = np.asarray(y, dtype=object).ravel()
+    codes = pd.Index(labels).get_indexer(values)
     if (codes < 0).any():
-        unknown = sorted(
-            {
-                str(v)
-                for v, c in zip(np.asarray(y, dtype=object).ravel(), codes, strict=True)
-                if c < 0
-            }
-        )
+        unknown = sorted({str(v) for v in values[codes < 0]})
         raise ValueError(
             f"{name} contains label(s) {unknown} that are not in labels {labels}; pass the full "
             "label list of the model."
@@ -109,18 +104,14 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def _zero_mean(x: np.ndarray, axis: int = -1, weights: np.ndarray | None = None) -> np.ndarray:
-    """Mean over ``axis`` with nan counted as 0 (scikit-learn's default zero_division)."""
+def _mean(x: np.ndarray, *, nan_as_zero: bool, weights: np.ndarray | None = None) -> np.ndarray:
+    """Mean over the last axis, optionally weighted; nan entries count as 0 (scikit-learn's
+    default zero_division) or are left out (nan where every entry is nan)."""
     w = np.ones_like(x) if weights is None else np.broadcast_to(weights, x.shape).astype(np.float64)
-    return _div((np.nan_to_num(x, nan=0.0) * w).sum(axis=axis), w.sum(axis=axis))
-
-
-def _nanmean(x: np.ndarray, axis: int = -1, weights: np.ndarray | None = None) -> np.ndarray:
-    """Mean over ``axis`` ignoring nan (nan where every entry is nan), optionally weighted."""
     ok = ~np.isnan(x)
-    w = np.ones_like(x) if weights is None else np.broadcast_to(weights, x.shape).astype(np.float64)
-    w = np.where(ok, w, 0.0)
-    return _div((np.where(ok, x, 0.0) * w).sum(axis=axis), w.sum(axis=axis))
+    if not nan_as_zero:
+        w = np.where(ok, w, 0.0)
+    return _div((np.where(ok, x, 0.0) * w).sum(axis=-1), w.sum(axis=-1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,9 +161,9 @@ def rates_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
         "support": support,
     }
     for name in ("precision", "recall", "f1", "specificity"):
-        out[f"macro_{name}"] = _zero_mean(out[name])
+        out[f"macro_{name}"] = _mean(out[name], nan_as_zero=True)
     for name in ("precision", "recall", "f1"):
-        out[f"weighted_{name}"] = _zero_mean(out[name], weights=support)
+        out[f"weighted_{name}"] = _mean(out[name], nan_as_zero=True, weights=support)
     return out
 
 
@@ -222,8 +213,8 @@ def ranking_from_codes(
     return {
         "roc_auc": auc,
         "average_precision": ap,
-        "macro_roc_auc": _nanmean(auc),
-        "macro_average_precision": _nanmean(ap),
+        "macro_roc_auc": _mean(auc, nan_as_zero=False),
+        "macro_average_precision": _mean(ap, nan_as_zero=False),
     }
 
 
@@ -265,30 +256,14 @@ def calibration_from_codes(
 
 #: Scalar metrics :func:`compute_metrics` returns (shape () or (B,)), in display order.
 SCALAR_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "macro_precision",
-    "macro_recall",
-    "macro_f1",
-    "macro_specificity",
-    "weighted_precision",
-    "weighted_recall",
-    "weighted_f1",
-    "macro_roc_auc",
-    "macro_average_precision",
-    "ece",
-    "brier",
-    "nll",
-)
+    "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_specificity",
+    "weighted_precision", "weighted_recall", "weighted_f1",
+    "macro_roc_auc", "macro_average_precision", "ece", "brier", "nll",
+)  # fmt: skip
 #: Per-class metrics :func:`compute_metrics` returns (shape (K,) or (B, K)).
 PER_CLASS_METRICS: tuple[str, ...] = (
-    "precision",
-    "recall",
-    "specificity",
-    "npv",
-    "f1",
-    "roc_auc",
-    "average_precision",
-)
+    "precision", "recall", "specificity", "npv", "f1", "roc_auc", "average_precision",
+)  # fmt: skip
 
 
 def compute_metrics_codes(
@@ -401,8 +376,7 @@ def _label_metrics(y_true, y_pred, labels, sample_weight) -> dict[str, np.ndarra
         raise ValueError(f"y_true has {len(t)} samples but y_pred has {len(p)}.")
     w, _ = _weights(sample_weight, len(t))
     out = rates_from_confusion(confusion_from_codes(t, p, len(labels), w))
-    out = {name: v[0] for name, v in out.items()}
-    return out
+    return {name: v[0] for name, v in out.items()}
 
 
 def confusion_matrix(y_true, y_pred, *, labels: Sequence, sample_weight=None) -> np.ndarray:
