@@ -165,3 +165,40 @@ def test_cli_compare(tmp_path, monkeypatch):
     c = make_run(tmp_path / "c", quality=1.0, pred_seed=2, split_seed=3)
     result = runner.invoke(app, ["compare", str(a), str(c), "--out", "x"])
     assert isinstance(result.exception, DataError)
+
+
+def _config(run, **values):
+    import yaml
+
+    (run / "config.yaml").write_text(yaml.safe_dump(values))
+
+
+def test_runs_with_other_training_seeds_on_one_test_set_compare_and_are_named(tmp_path):
+    # Same split.csv (same test-set fingerprint), different training seeds and models.
+    a = make_run(tmp_path / "a", quality=2.5, pred_seed=1)
+    b = make_run(tmp_path / "b", quality=1.0, pred_seed=2)
+    _config(a, model="resnet18", seed=0, data="/d", out=str(a))
+    _config(b, model="densenet121", seed=7, data="/d", out=str(b))
+    result = compare_runs([a, b], out=tmp_path / "cmp", n_boot=100)
+    assert (result.runs["a"]["model"], result.runs["a"]["seed"]) == ("resnet18", 0)
+    assert (result.runs["b"]["seed"], result.runs["b"]["split_seed"]) == (7, 7)
+    from cxrlab.evaluation.compare import delong_table, runs_table
+
+    table = runs_table(result)
+    assert list(table.columns[:4]) == ["Run", "Model", "Seed", "Split seed"]
+    assert table["Model"].tolist() == ["resnet18", "densenet121"]
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "densenet121" in md and "DeLong" in md
+    # DeLong per class and macro, beside McNemar
+    pair = result.pairs[0]
+    from cxrlab.evaluation.delong import delong_ovr
+
+    ya = pd.read_csv(a / "predictions" / "test.csv")
+    yb = pd.read_csv(b / "predictions" / "test.csv")
+    ref = delong_ovr(ya["label"], ya[CLASSES].to_numpy(), yb[CLASSES].to_numpy(), labels=CLASSES)
+    assert pair["delong"]["macro"]["p_value"] == pytest.approx(ref["macro"]["p_value"])
+    assert pair["delong"]["macro"]["difference"] > 0 and pair["delong"]["macro"]["p_value"] < 0.05
+    assert set(pair["delong"]["per_class"]) == set(CLASSES)
+    assert "macro_roc_auc" in pair["difference"]
+    assert len(delong_table(result)) == 4  # 3 classes + macro
+    assert "unknown" not in table.to_string()

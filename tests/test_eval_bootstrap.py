@@ -42,17 +42,21 @@ def test_result_structure_and_determinism():
     b = bootstrap_metrics(y, probs, labels=LABELS, n_boot=200, seed=7)
     c = bootstrap_metrics(y, probs, labels=LABELS, n_boot=200, seed=8)
     assert a == b
-    assert a["metrics"]["accuracy"] != c["metrics"]["accuracy"]
+    assert a["metrics"]["accuracy"] == c["metrics"]["accuracy"]  # Clopper-Pearson: no resampling
+    assert a["metrics"]["macro_f1"] != c["metrics"]["macro_f1"]  # bootstrap: the seed matters
     assert a["bootstrap"] == {
-        "method": "stratified percentile bootstrap",
+        "method": "stratified BCa bootstrap",
         "n_boot": 200,
         "seed": 7,
         "confidence": 0.95,
     }
     assert set(a["metrics"]) == set(SCALAR_METRICS)
     assert a["n"] == 100 and a["n_per_class"] == {"neg": 50, "pos": 50}
+    methods = a["intervals"]["metrics"]
+    assert methods["accuracy"] == "clopper-pearson" and methods["macro_f1"] == "bootstrap"
     for name, entry in a["metrics"].items():
-        assert set(entry) == {"value", "ci_low", "ci_high"}
+        assert set(entry) >= {"value", "ci_low", "ci_high", "method"}
+        assert entry["method"] == methods[name], name
         assert entry["ci_low"] <= entry["value"] <= entry["ci_high"], name
     for cls in LABELS:
         assert set(a["per_class"][cls]) == set(PER_CLASS_METRICS) | {"support"}
@@ -104,7 +108,12 @@ def test_paired_difference_of_identical_runs_is_exactly_zero():
     rng = np.random.default_rng(3)
     y, probs = _simulated_test_set(rng, n=120)
     diff = paired_bootstrap_difference(y, probs, probs, labels=LABELS, n_boot=100, seed=0)
-    assert diff["accuracy"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert diff["accuracy"] == {
+        "value": 0.0,
+        "ci_low": 0.0,
+        "ci_high": 0.0,
+        "method": "bootstrap",
+    }
 
 
 def test_paired_difference_value_and_sign():

@@ -86,7 +86,7 @@ def test_evaluate_run_writes_everything(run_dir):
     assert m["classes"] == CLASSES and m["n"] == 120
     assert sum(m["n_per_class"].values()) == 120
     assert m["bootstrap"] == {
-        "method": "stratified percentile bootstrap",
+        "method": "stratified BCa bootstrap",
         "n_boot": 100,
         "seed": 3,
         "confidence": 0.95,

@@ -62,14 +62,19 @@ def test_absent_class_gives_nan_warning_and_full_matrix():
     with pytest.warns(UndefinedMetricWarning, match=r"recall is undefined for class\(es\) \['D'\]"):
         p, r, f, s = M.precision_recall_fscore_support(Y_TRUE, Y_PRED, labels=labels)
     assert math.isnan(p[3]) and math.isnan(r[3]) and math.isnan(f[3]) and s[3] == 0
-    with pytest.warns(UndefinedMetricWarning):
+    with pytest.warns(UndefinedMetricWarning, match="count as 0 in the macro"):
         macro = M.precision_recall_fscore_support(Y_TRUE, Y_PRED, labels=labels, average="macro")
-    # nan classes are left out of the average, exactly like sklearn with zero_division=nan
-    assert macro[:3] == pytest.approx((2 / 3, 13 / 18, 59 / 90))
-    sk = skm.precision_recall_fscore_support(
-        Y_TRUE, Y_PRED, labels=labels, average="macro", zero_division=np.nan
-    )
+    # undefined classes count as 0 over all 4 labels, exactly like sklearn's default
+    assert macro[:3] == pytest.approx((2 / 4, 13 / 24, 59 / 120))
+    with pytest.warns(skm_warning()):
+        sk = skm.precision_recall_fscore_support(Y_TRUE, Y_PRED, labels=labels, average="macro")
     assert macro[:3] == pytest.approx(sk[:3])
+    # per class: undefined (nan), as sklearn with zero_division=nan
+    sk_nan = skm.precision_recall_fscore_support(
+        Y_TRUE, Y_PRED, labels=labels, zero_division=np.nan
+    )
+    np.testing.assert_allclose(p, sk_nan[0])
+    np.testing.assert_allclose(r, sk_nan[1])
 
 
 def test_single_class_predicted():
@@ -82,12 +87,69 @@ def test_single_class_predicted():
     # everything predicted A: A's specificity is 0/3, B's and C's are 1
     np.testing.assert_allclose(M.specificity(Y_TRUE, y_pred, labels=LABELS), [0.0, 1.0, 1.0])
     assert M.accuracy(Y_TRUE, y_pred) == 0.5
-    with pytest.warns(UndefinedMetricWarning):
-        sk = skm.precision_recall_fscore_support(
-            Y_TRUE, y_pred, labels=LABELS, average="macro", zero_division=np.nan
-        )
+    with pytest.warns(UndefinedMetricWarning, match=r"\['B', 'C'\]"):
         ours = M.precision_recall_fscore_support(Y_TRUE, y_pred, labels=LABELS, average="macro")
+    with pytest.warns(skm_warning()):
+        sk = skm.precision_recall_fscore_support(Y_TRUE, y_pred, labels=LABELS, average="macro")
     assert ours[:3] == pytest.approx(sk[:3])
+    assert ours[0] == pytest.approx(0.5 / 3)  # (0.5 + 0 + 0) / 3
+
+
+def skm_warning():
+    from sklearn.exceptions import UndefinedMetricWarning as SkWarning
+
+    return SkWarning
+
+
+def test_always_covid_model_gives_macro_precision_11_percent():
+    # The example: a model that predicts COVID for every image of a balanced 3-class
+    # test set. Leaving undefined precisions out gave 33.3%; scikit-learn's default gives 11.1%.
+    classes = ["COVID", "Normal", "Viral Pneumonia"]
+    y_true = [c for c in classes for _ in range(20)]
+    y_pred = ["COVID"] * 60
+    with pytest.warns(UndefinedMetricWarning, match=r"\['Normal', 'Viral Pneumonia'\]"):
+        out = M.compute_metrics(y_true, y_pred=y_pred, labels=classes)
+    assert out["macro_precision"] == pytest.approx(1 / 9)  # (1/3 + 0 + 0) / 3 = 11.1%
+    assert round(100 * out["macro_precision"], 1) == 11.1
+    assert out["macro_recall"] == pytest.approx(1 / 3)
+    assert out["macro_f1"] == pytest.approx(0.5 / 3)  # F1(COVID) = 2/3*... = 0.5
+    with pytest.warns(skm_warning()):
+        sk = skm.precision_recall_fscore_support(y_true, y_pred, labels=classes, average="macro")
+    assert (out["macro_precision"], out["macro_recall"], out["macro_f1"]) == pytest.approx(sk[:3])
+    assert math.isnan(out["precision"][1]) and math.isnan(out["precision"][2])
+
+
+def test_seed_like_case_agrees_with_sklearn_default():
+    # Imbalanced 3 classes like the seed's test set, one small class rarely predicted.
+    rng = np.random.default_rng(11)
+    y = np.repeat([0, 1, 2], [120, 400, 40])
+    confusion = np.array([[0.7, 0.25, 0.05], [0.1, 0.85, 0.05], [0.2, 0.7, 0.1]])
+    pred = np.array([rng.choice(3, p=confusion[t]) for t in y])
+    out = M.compute_metrics(y, y_pred=pred, labels=[0, 1, 2])
+    for avg in ("macro", "weighted"):
+        sk = skm.precision_recall_fscore_support(y, pred, labels=[0, 1, 2], average=avg)
+        assert (out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"]) == pytest.approx(
+            sk[:3]
+        )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_degenerate_cases_agree_with_sklearn_default(seed):
+    # Few samples, many classes: classes absent and never predicted happen often.
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, 8)
+    pred = rng.integers(0, 2, 8)
+    labels = [0, 1, 2, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = M.compute_metrics(y, y_pred=pred, labels=labels)
+        for avg in ("macro", "weighted"):
+            sk = skm.precision_recall_fscore_support(y, pred, labels=labels, average=avg)
+            assert (
+                out[f"{avg}_precision"],
+                out[f"{avg}_recall"],
+                out[f"{avg}_f1"],
+            ) == pytest.approx(sk[:3], nan_ok=True)
 
 
 def test_specificity_undefined_when_every_sample_is_the_class():

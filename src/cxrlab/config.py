@@ -72,6 +72,11 @@ class TrainConfig(BaseModel):
     monitor: Literal["val_loss", "val_f1"] | None = None
     #: Exponential moving average of the weights (0 switches it off).
     ema_decay: float | None = Field(None, ge=0, lt=1)
+    #: Class imbalance: "balanced" weights the loss by N / (K * n_class) from the training counts.
+    class_weights: Literal["none", "balanced"] = "none"
+    #: Class imbalance: "balanced" draws training batches with equal expected counts per class
+    #: (with replacement, one epoch = as many draws as training images).
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     image_size: int | None = Field(None, ge=16, le=2048)
     seed: int = 0
     limit_per_class: int | None = Field(None, ge=1)

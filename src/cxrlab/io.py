@@ -78,10 +78,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically; NaN is written as ``NaN`` (Python's json)."""
-    return write_text(
-        path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    )
+    """Write ``obj`` as indented, strict JSON atomically and return the path.
+
+    Strict: ``NaN`` and infinities (which ``JSON.parse``, ``jq`` and many readers reject) are
+    written as ``null``; producers that know why a value is undefined write the reason beside it.
+    numpy scalars and arrays, tuples and paths are converted.
+    """
+    text = json.dumps(_strict(obj), indent=2, sort_keys=False, allow_nan=False)
+    return write_text(path, text + "\n")
 
 
 def write_csv(path: str | os.PathLike, frame) -> Path:
@@ -99,15 +103,37 @@ def savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
     return path
 
 
-def _json_default(obj: Any) -> Any:
+def _strict(obj: Any) -> Any:
+    """A copy of ``obj`` made of JSON types, with non-finite floats replaced by None."""
+    import math
+
     import numpy as np
 
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
+    if isinstance(obj, dict):
+        return {_key(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return _strict(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
     if isinstance(obj, Path):
         return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _key(key: Any) -> str:
+    import numpy as np
+
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (bool, int, float, np.integer, np.floating, Path)) or key is None:
+        return json.dumps(_strict(key)) if not isinstance(key, Path) else str(key)
+    raise TypeError(f"JSON object keys must be str or numbers, got {type(key).__name__}")

@@ -1,4 +1,4 @@
-"""``cxrlab compare``: runs on the same test set, McNemar's test and paired bootstrap CIs."""
+"""``cxrlab compare``: runs on the same test set, McNemar, DeLong and paired bootstrap CIs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from cxrlab.cli.common import console
 def _rich(frame, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for i, col in enumerate(frame.columns):
-        left = i == 0 or col in ("Run A", "Run B")
+        left = i == 0 or col in ("Run A", "Run B", "Model", "Class (vs rest)")
         table.add_column(str(col), justify="left" if left else "right", overflow="fold")
     for row in frame.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
             None, "--device", help="Device for missing predictions (cpu, cuda)."
         ),
     ) -> None:
-        """Compare runs: metrics with CIs, McNemar's exact test, paired bootstrap differences."""
-        from cxrlab.evaluation.compare import compare_runs, pairs_table, runs_table
+        """Compare runs: metrics with CIs, McNemar, DeLong, paired bootstrap differences."""
+        from cxrlab.evaluation.compare import compare_runs, delong_table, pairs_table, runs_table
 
         result = compare_runs(run_dirs, out=out, n_boot=n_boot, seed=seed, device=device)
         fp = result.test_set
@@ -48,7 +48,8 @@ def register(app: typer.Typer) -> None:
         console.print(
             _rich(
                 pairs_table(result),
-                "Pairwise: McNemar exact test (Holm-adjusted) and A - B differences",
+                "Pairwise: McNemar exact test, DeLong macro AUC (Holm-adjusted), A - B differences",
             )
         )
+        console.print(_rich(delong_table(result), "ROC AUC differences, DeLong's test"))
         console.print(f"Written: [bold]{result.files['md']}[/] (and .json, .tex)")

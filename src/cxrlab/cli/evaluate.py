@@ -44,11 +44,13 @@ def print_evaluation(result) -> None:
             f" -> {format_value(cal['after']['ece'], percent=False)} (T = {cal['temperature']:.2f})"
         )
     rows.append(("ECE (before -> after temperature scaling)", ece))
+    if cal.get("note"):
+        rows.append(("Temperature scaling", cal["note"]))
     rows.append(("Brier score (multiclass)", format_ci(m["metrics"]["brier"], percent=False)))
     console.print(
         _rich_metrics_table(
-            f"{result.run_dir}: test set n = {m['n']}; 95% CI: {b['method']}, "
-            f"{b['n_boot']} resamples, seed {b['seed']}",
+            f"{result.run_dir}: test set n = {m['n']}; 95% CI: Clopper-Pearson for proportions, "
+            f"{b['method']} ({b['n_boot']} resamples, seed {b['seed']}) for the others",
             rows,
         )
     )

@@ -1,4 +1,8 @@
-"""Stratified percentile bootstrap confidence intervals for every metric, vectorised.
+"""Stratified percentile bootstrap, vectorised, and every metric's interval in one call.
+
+:func:`bootstrap_metrics` gives each metric the interval its kind calls for
+(:mod:`cxrlab.evaluation.intervals`): Clopper-Pearson for proportions (accuracy, per-class
+precision/PPV, recall/sensitivity, specificity, NPV), this bootstrap for everything else.
 
 A resample is represented by how many times each sample was drawn (a row of a (B, N) weight
 matrix), so one matrix product gives every resample's confusion matrix and the ranking and
@@ -21,10 +25,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrlab.evaluation.intervals import (
+    BOOTSTRAP,
+    CLOPPER_PEARSON,
+    METHOD_DESCRIPTIONS,
+    PROPORTION_METRICS,
+    PROPORTION_PER_CLASS,
+    bootstrap_entry,
+    interval_entry,
+    proportion_entry,
+)
 from cxrlab.evaluation.metrics import (
     N_BINS,
     PER_CLASS_METRICS,
     SCALAR_METRICS,
+    UNDEFINED_REASON,
     compute_metrics,
     compute_metrics_codes,
     encode_labels,
@@ -32,7 +47,9 @@ from cxrlab.evaluation.metrics import (
 
 logger = logging.getLogger(__name__)
 
-METHOD = "stratified percentile bootstrap"
+METHOD = "stratified BCa bootstrap"
+#: Differences between runs keep the plain percentile interval (identical runs give exactly 0).
+DIFFERENCE_METHOD = "paired stratified percentile bootstrap"
 #: Metrics that need only predicted labels (cheap to resample).
 _LABEL_METRICS = frozenset(
     {"accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_specificity"}
@@ -55,6 +72,25 @@ def bootstrap_settings(
     if groups:
         out["resampling_unit"] = "group (all rows of one image together)"
     return out
+
+
+def interval_settings(confidence: float) -> dict[str, Any]:
+    """The ``intervals`` block of metrics.json: which method each metric's interval uses."""
+    per_metric = {
+        name: CLOPPER_PEARSON if name in PROPORTION_METRICS else BOOTSTRAP
+        for name in SCALAR_METRICS
+    }
+    per_class = {
+        name: CLOPPER_PEARSON if name in PROPORTION_PER_CLASS else BOOTSTRAP
+        for name in PER_CLASS_METRICS
+    }
+    return {
+        "confidence": float(confidence),
+        "metrics": per_metric,
+        "per_class": per_class,
+        "differences": DIFFERENCE_METHOD,
+        "methods": dict(METHOD_DESCRIPTIONS),
+    }
 
 
 def _check(n_boot: int, confidence: float) -> None:
@@ -118,6 +154,64 @@ def percentile_interval(
     return low, high
 
 
+def bca_interval(
+    samples: np.ndarray, point, jackknife: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected and accelerated (BCa, Efron 1987) interval over axis 0.
+
+    Args:
+        samples: (B, ...) bootstrap values (nan resamples ignored).
+        point: (...) the point estimate.
+        jackknife: (U, ...) leave-one-unit-out values, for the acceleration.
+        confidence: Coverage.
+
+    Returns:
+        ``(low, high)`` of shape (...); nan where every resample is nan.
+    """
+    from scipy.stats import norm
+
+    samples = np.asarray(samples, dtype=np.float64)
+    point = np.broadcast_to(np.asarray(point, dtype=np.float64), samples.shape[1:])
+    jack = np.asarray(jackknife, dtype=np.float64)
+    flat_s = samples.reshape(len(samples), -1)
+    flat_j = jack.reshape(len(jack), -1)
+    flat_p = point.reshape(-1)
+    alpha = (1 - confidence) / 2
+    z = norm.ppf([alpha, 1 - alpha])
+    low = np.full(flat_s.shape[1], np.nan)
+    high = np.full(flat_s.shape[1], np.nan)
+    for c in range(flat_s.shape[1]):
+        s = flat_s[:, c][~np.isnan(flat_s[:, c])]
+        if not len(s) or np.isnan(flat_p[c]):
+            continue
+        b = len(s)
+        prop = (np.sum(s < flat_p[c]) + 0.5 * np.sum(s == flat_p[c])) / b
+        z0 = norm.ppf(np.clip(prop, 1 / (b + 1), b / (b + 1)))
+        j = flat_j[:, c][~np.isnan(flat_j[:, c])]
+        d = j.mean() - j if len(j) else np.zeros(1)
+        den = 6 * np.sum(d**2) ** 1.5
+        a = np.sum(d**3) / den if den > 0 else 0.0
+        levels = norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+        low[c], high[c] = np.quantile(s, np.clip(levels, 0, 1))
+    return low.reshape(samples.shape[1:]), high.reshape(samples.shape[1:])
+
+
+def jackknife_values(
+    fn: Callable[[np.ndarray], dict[str, np.ndarray]], n: int, groups: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """``fn`` on every leave-one-unit-out weighting (a unit: a row, or a whole group)."""
+    unit = np.arange(n) if groups is None else pd.factorize(np.asarray(groups))[0]
+    n_units = int(unit.max()) + 1 if n else 0
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n_units, chunk):
+        ids = np.arange(start, min(start + chunk, n_units))
+        w = (unit[None, :] != ids[:, None]).astype(np.float64)
+        for name, value in fn(w).items():
+            parts.setdefault(name, []).append(value)
+    return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
+
+
 def bootstrap_samples(
     fn: Callable[[np.ndarray], dict[str, np.ndarray]],
     strata: np.ndarray,
@@ -138,9 +232,30 @@ def bootstrap_samples(
     return {name: np.concatenate(v, axis=0) for name, v in parts.items()}
 
 
-def _ci(value: float, samples: np.ndarray, confidence: float) -> dict[str, float]:
+def _ci(value: float, samples: np.ndarray, confidence: float) -> dict[str, Any]:
+    """Percentile interval of a difference (a zero-width one is kept: identical runs)."""
     low, high = percentile_interval(samples, confidence)
-    return {"value": float(value), "ci_low": float(low), "ci_high": float(high)}
+    return interval_entry(value, low, high, method=BOOTSTRAP)
+
+
+class _Units:
+    """How many independent units (rows, or distinct groups) lie behind a set of rows."""
+
+    def __init__(self, groups, n: int):
+        self.codes = None if groups is None else pd.factorize(np.asarray(groups))[0]
+        self.n = n
+
+    def count(self, mask: np.ndarray) -> int:
+        if self.codes is None:
+            return int(mask.sum())
+        return int(len(np.unique(self.codes[mask])))
+
+
+def _proportion(value: float, mask: np.ndarray, units: _Units, confidence: float, reason: str):
+    n = units.count(mask)
+    if n == 0 or not np.isfinite(value):
+        return interval_entry(float("nan"), None, None, method=CLOPPER_PEARSON, undefined=reason)
+    return proportion_entry(value * n, n, confidence, value=value)
 
 
 def bootstrap_metrics(
@@ -155,7 +270,7 @@ def bootstrap_metrics(
     groups=None,
     n_bins: int = N_BINS,
 ) -> dict[str, Any]:
-    """Every metric of :func:`~cxrlab.evaluation.metrics.compute_metrics` with a bootstrap CI.
+    """Every metric of :func:`~cxrlab.evaluation.metrics.compute_metrics` with its interval.
 
     Args:
         y_true: (N,) true labels.
@@ -171,7 +286,9 @@ def bootstrap_metrics(
     Returns:
         ``{"n", "n_per_class", "metrics": {name: {"value", "ci_low", "ci_high"}},
         "per_class": {class: {metric: {...}, "support": int}}, "confusion_matrix": {"labels",
-        "counts"}, "bootstrap": {"method", "n_boot", "seed", "confidence"}}``.
+        "counts"}, "bootstrap": {"method", "n_boot", "seed", "confidence"}, "intervals": {...}}``.
+        Each interval entry also carries ``method`` (``"clopper-pearson"`` or ``"bootstrap"``),
+        ``n`` for proportions, and ``undefined`` (the reason) where the value is ``None``.
     """
     _check(n_boot, confidence)
     labels = list(labels)
@@ -187,27 +304,65 @@ def bootstrap_metrics(
         return {name: v for name, v in out.items() if name in wanted}
 
     samples = bootstrap_samples(fn, t, n_boot=n_boot, seed=seed, groups=groups)
+    jack = jackknife_values(fn, len(t), groups)
     support = np.bincount(t, minlength=k)
+    units = _Units(groups, len(t))
+    every = np.ones(len(t), dtype=bool)
+    metrics = {}
+    for name in SCALAR_METRICS:
+        if name in PROPORTION_METRICS:
+            metrics[name] = _proportion(point[name], every, units, confidence, "no samples")
+        else:
+            metrics[name] = bootstrap_entry(
+                point[name],
+                samples[name],
+                confidence,
+                undefined=_macro_reason(name),
+                jackknife=jack[name],
+            )
+    denominators = {
+        "precision": lambda j: p == j,
+        "recall": lambda j: t == j,
+        "specificity": lambda j: t != j,
+        "npv": lambda j: p != j,
+    }
+    per_class = {}
+    for j, c in enumerate(labels):
+        entry = {}
+        for name in PER_CLASS_METRICS:
+            reason = UNDEFINED_REASON.get(name)
+            if name in PROPORTION_PER_CLASS:
+                entry[name] = _proportion(
+                    point[name][j], denominators[name](j), units, confidence, reason
+                )
+            else:
+                entry[name] = bootstrap_entry(
+                    point[name][j],
+                    samples[name][:, j],
+                    confidence,
+                    undefined=reason,
+                    jackknife=jack[name][:, j],
+                )
+        entry["support"] = int(support[j])
+        per_class[str(c)] = entry
     return {
         "n": int(len(t)),
         "n_per_class": {str(c): int(s) for c, s in zip(labels, support, strict=True)},
-        "metrics": {name: _ci(point[name], samples[name], confidence) for name in SCALAR_METRICS},
-        "per_class": {
-            str(c): {
-                **{
-                    name: _ci(point[name][j], samples[name][:, j], confidence)
-                    for name in PER_CLASS_METRICS
-                },
-                "support": int(support[j]),
-            }
-            for j, c in enumerate(labels)
-        },
+        "metrics": metrics,
+        "per_class": per_class,
         "confusion_matrix": {
             "labels": [str(c) for c in labels],
             "counts": point["confusion_matrix"].round().astype(int).tolist(),
         },
         "bootstrap": bootstrap_settings(n_boot, seed, confidence, groups=groups is not None),
+        "intervals": interval_settings(confidence),
     }
+
+
+def _macro_reason(name: str) -> str:
+    if name in ("macro_roc_auc", "macro_average_precision"):
+        return "undefined for every class (each class needs true and other samples)"
+    return "no samples"
 
 
 def paired_bootstrap_difference(

@@ -4,6 +4,11 @@ Temperature scaling (Guo et al., 2017) divides the logits by one scalar T > 0 ch
 the negative log-likelihood on the validation split; it never changes the argmax, so accuracy and
 the confusion matrix are unchanged and only the probabilities move. cxrlab's prediction files hold
 probabilities, so their logs serve as logits (softmax(log p) = p, hence T = 1 reproduces them).
+
+A fit is applied only when it is a fit: the minimiser must lie inside the search bounds
+(:data:`T_BOUNDS`, not within 0.1% of either in log T) and must lower the validation NLL below
+that of T = 1. Otherwise the report keeps the fitted value, its bounds and the reason, and the
+test probabilities are left as they are (``temperature`` is ``None``).
 """
 
 from __future__ import annotations
@@ -84,12 +89,18 @@ def _nll_at(z: np.ndarray, t: np.ndarray, temperature: float) -> float:
     return float(np.mean(logsumexp(zt, axis=1) - zt[np.arange(len(t)), t]))
 
 
-def fit_temperature(y_true, y_score, *, labels: Sequence, from_logits: bool = False) -> float:
-    """Temperature T > 0 minimising the NLL of softmax(logits / T) on these (validation) samples.
+def fit_temperature_report(
+    y_true, y_score, *, labels: Sequence, from_logits: bool = False
+) -> dict[str, Any]:
+    """Fit T on these (validation) samples and say whether the fit can be applied.
 
     The search is over log T in [log 0.01, log 100] (bounded Brent); the NLL is convex in 1/T,
-    so the minimum is unique. A warning is issued if it lands on a bound or the NLL is ~0 (then
-    any small T fits and the value means nothing).
+    so the minimum is unique.
+
+    Returns:
+        ``{"temperature": fitted T, "bounds": [lo, hi], "on_bound": bool, "val_nll_before": NLL at
+        T = 1, "val_nll_after": NLL at the fitted T, "applied": bool, "reason": why not applied
+        (None when applied)}``.
     """
     t = encode_labels(y_true, labels)
     if len(t) == 0:
@@ -103,20 +114,46 @@ def fit_temperature(y_true, y_score, *, labels: Sequence, from_logits: bool = Fa
         options={"xatol": 1e-6},
     )
     temperature = math.exp(res.x)
-    if res.fun < 1e-9:
+    before = _nll_at(z, t, 1.0)
+    after = float(res.fun)
+    on_bound = min(abs(res.x - lo), abs(res.x - hi)) < 1e-3 * (hi - lo)
+    if before < 1e-9:
         reason = "the validation NLL is ~0 (every prediction correct with probability ~1)"
-    elif min(abs(res.x - lo), abs(res.x - hi)) < 1e-3:
-        reason = f"it lies on the search bound {T_BOUNDS} (predictions unrelated to the labels?)"
+    elif on_bound:
+        reason = (
+            f"it lies on the search bound {list(T_BOUNDS)} (predictions unrelated to the labels?)"
+        )
+    elif not after < before - 1e-12:
+        reason = "it does not lower the validation NLL below that of T = 1"
     else:
-        reason = ""
-    if reason:
+        reason = None
+    return {
+        "temperature": temperature,
+        "bounds": list(T_BOUNDS),
+        "on_bound": bool(on_bound),
+        "val_nll_before": before,
+        "val_nll_after": after,
+        "applied": reason is None,
+        "reason": reason,
+    }
+
+
+def fit_temperature(y_true, y_score, *, labels: Sequence, from_logits: bool = False) -> float:
+    """Temperature T > 0 minimising the NLL of softmax(logits / T) on these (validation) samples.
+
+    A warning is issued when the fit is not usable (see :func:`fit_temperature_report`): it lands
+    on a bound, the NLL is ~0 (then any small T fits and the value means nothing), or it does
+    not lower the validation NLL.
+    """
+    report = fit_temperature_report(y_true, y_score, labels=labels, from_logits=from_logits)
+    if report["reason"]:
         warnings.warn(
-            f"The fitted temperature {temperature:.3g} is not reliable: {reason}; check the "
-            "validation predictions.",
+            f"The fitted temperature {report['temperature']:.3g} is not reliable: "
+            f"{report['reason']}; check the validation predictions.",
             UserWarning,
             stacklevel=2,
         )
-    return temperature
+    return report["temperature"]
 
 
 def calibration_summary(
@@ -141,31 +178,48 @@ def temperature_scaling(
 ) -> dict[str, Any]:
     """Fit T on validation predictions and report test calibration before and after.
 
+    A fit that lands on a search bound or does not lower the validation NLL is reported
+    (``fit``) but not applied: ``temperature`` is then ``None`` and there is no ``after``.
+
     Returns:
-        ``{"temperature", "fitted_on": "val", "n_val", "n_bins", "before": {ece, brier, nll},
-        "after": {...}, "reliability_before": DataFrame, "reliability_after": DataFrame,
+        ``{"temperature" (applied T or None), "fit": :func:`fit_temperature_report`, "fitted_on":
+        "val", "n_val", "n_bins", "before": {ece, brier, nll}, "after": {...},
+        "reliability_before": DataFrame, "reliability_after": DataFrame,
         "test_probabilities_after": (N, K) array}``. The two DataFrames and the array are for
         figures; drop them before writing JSON.
     """
     labels = list(labels)
-    temperature = fit_temperature(y_true_val, y_score_val, labels=labels)
-    after = apply_temperature(y_score_test, temperature)
-    logger.info(
-        "Temperature scaling: T = %.3f fitted on %d validation predictions",
-        temperature,
-        len(y_true_val),
-    )
-    return {
+    fit = fit_temperature_report(y_true_val, y_score_val, labels=labels)
+    out: dict[str, Any] = {
         "method": "temperature scaling (log-probabilities as logits), NLL minimised on val",
-        "temperature": temperature,
+        "temperature": fit["temperature"] if fit["applied"] else None,
+        "fit": fit,
         "fitted_on": "val",
         "n_val": int(len(y_true_val)),
         "n_bins": int(n_bins),
         "before": calibration_summary(y_true_test, y_score_test, labels=labels, n_bins=n_bins),
-        "after": calibration_summary(y_true_test, after, labels=labels, n_bins=n_bins),
         "reliability_before": reliability_curve(
             y_true_test, y_score_test, labels=labels, n_bins=n_bins
         ),
-        "reliability_after": reliability_curve(y_true_test, after, labels=labels, n_bins=n_bins),
-        "test_probabilities_after": after,
     }
+    if not fit["applied"]:
+        out["note"] = (
+            f"temperature T = {fit['temperature']:.3g} (search bounds {fit['bounds']}) not "
+            f"applied: {fit['reason']}"
+        )
+        warnings.warn(f"Temperature scaling not applied: {out['note']}.", UserWarning, stacklevel=2)
+        return out
+    after = apply_temperature(y_score_test, fit["temperature"])
+    logger.info(
+        "Temperature scaling: T = %.3f fitted on %d validation predictions (NLL %.4f -> %.4f)",
+        fit["temperature"],
+        len(y_true_val),
+        fit["val_nll_before"],
+        fit["val_nll_after"],
+    )
+    out.update(
+        after=calibration_summary(y_true_test, after, labels=labels, n_bins=n_bins),
+        reliability_after=reliability_curve(y_true_test, after, labels=labels, n_bins=n_bins),
+        test_probabilities_after=after,
+    )
+    return out

@@ -1,4 +1,10 @@
-"""Compare runs on the same test set: McNemar's exact test and paired bootstrap differences."""
+"""Compare runs on the same test set: McNemar, DeLong and paired bootstrap differences.
+
+Runs are comparable when their test sets have the same fingerprint (sha1 of the sorted
+(image sha1, label) pairs), whatever their training seeds: until split control lands, runs that
+share a split.csv but were trained with other seeds compare like any others. Each run is named
+in the tables with its model, training seed and split seed (from its config.yaml).
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from cxrlab.errors import DataError
+from cxrlab.errors import CxrlabError, DataError
 from cxrlab.evaluation import tables
 from cxrlab.evaluation.bootstrap import (
     bootstrap_metrics,
     bootstrap_settings,
+    interval_settings,
     paired_bootstrap_difference,
 )
+from cxrlab.evaluation.delong import delong_ovr
 from cxrlab.evaluation.predictions import Predictions
 from cxrlab.evaluation.runs import (
     ensure_predictions,
@@ -32,7 +40,7 @@ from cxrlab.rundir import RunDir
 logger = logging.getLogger(__name__)
 
 #: Metrics whose paired differences are bootstrapped.
-DIFF_METRICS = ("accuracy", "macro_f1")
+DIFF_METRICS = ("accuracy", "macro_f1", "macro_roc_auc")
 
 
 def mcnemar_exact(y_true, y_pred_a, y_pred_b) -> dict[str, Any]:
@@ -95,6 +103,7 @@ class ComparisonResult:
         return {
             "test_set": self.test_set,
             "bootstrap": self.bootstrap,
+            "intervals": interval_settings(self.bootstrap["confidence"]),
             "runs": self.runs,
             "pairs": self.pairs,
         }
@@ -105,6 +114,28 @@ def _run_names(run_dirs: list[Path]) -> list[str]:
     if len(set(names)) == len(names):
         return names
     return [str(d) for d in run_dirs]
+
+
+def run_identity(run_dir: Path) -> dict[str, Any]:
+    """Model, training seed and split seed of a run, from its config.yaml (None when unknown).
+
+    The split seed is ``split.seed`` when the config has one, else the training seed (cxrlab
+    train derives the split from it).
+    """
+    from cxrlab.rundir import RunDir
+
+    try:
+        config = RunDir(run_dir).read_config()
+    except CxrlabError as exc:
+        logger.warning("%s", exc)
+        config = {}
+    split = config.get("split") if isinstance(config.get("split"), dict) else {}
+    seed = config.get("seed")
+    return {
+        "model": config.get("model"),
+        "seed": seed,
+        "split_seed": split.get("seed", seed),
+    }
 
 
 def check_same_test_set(run_dirs: Sequence[str | os.PathLike]) -> dict[str, Any]:
@@ -189,9 +220,10 @@ def compare_runs(
 ) -> ComparisonResult:
     """Compare two or more runs on their (identical) test set.
 
-    Each run gets its metrics with stratified bootstrap CIs; each pair gets McNemar's exact test
-    on per-image correctness (p-values also Holm-adjusted over all pairs) and paired bootstrap CIs
-    of the accuracy and macro-F1 differences (A - B, the same resamples for both runs).
+    Each run gets its metrics with their intervals; each pair gets McNemar's exact test on
+    per-image correctness, DeLong's test of the ROC AUC difference per class one-vs-rest and for
+    the macro AUC (both p-values also Holm-adjusted over all pairs), and paired bootstrap CIs of
+    the accuracy, macro-F1 and macro-AUC differences (A - B, the same resamples for both runs).
 
     Args:
         run_dirs: At least two run directories (predictions are computed when missing).
@@ -229,7 +261,12 @@ def compare_runs(
         r = bootstrap_metrics(
             p.y_true, p.probs, labels=classes, y_pred=p.y_pred, n_boot=n_boot, seed=seed
         )
-        runs[name] = {"run_dir": str(d), "n": r["n"], "metrics": r["metrics"]}
+        runs[name] = {
+            "run_dir": str(d),
+            **run_identity(d),
+            "n": r["n"],
+            "metrics": r["metrics"],
+        }
     pairs = []
     for (i, a), (j, b) in combinations(enumerate(names), 2):
         pa, pb = preds[i], preds[j]
@@ -238,9 +275,17 @@ def compare_runs(
             pa.y_true, pa.probs, pb.probs, labels=classes, y_pred_a=pa.y_pred, y_pred_b=pb.y_pred,
             metrics=DIFF_METRICS, n_boot=n_boot, seed=seed,
         )  # fmt: skip
-        pairs.append({"run_a": a, "run_b": b, "mcnemar": test, "difference": diff})
+        delong = delong_ovr(pa.y_true, pa.probs, pb.probs, labels=classes)
+        pairs.append(
+            {"run_a": a, "run_b": b, "mcnemar": test, "delong": delong, "difference": diff}
+        )
     for pair, adj in zip(pairs, holm_adjust([p["mcnemar"]["p_value"] for p in pairs]), strict=True):
         pair["mcnemar"]["p_value_holm"] = adj
+    macro = [p for p in pairs if "p_value" in p["delong"]["macro"]]
+    for pair, adj in zip(
+        macro, holm_adjust([p["delong"]["macro"]["p_value"] for p in macro]), strict=True
+    ):
+        pair["delong"]["macro"]["p_value_holm"] = adj
     result = ComparisonResult(
         runs=runs, pairs=pairs, test_set=test_set, bootstrap=bootstrap_settings(n_boot, seed, 0.95)
     )
@@ -250,12 +295,27 @@ def compare_runs(
 
 
 def runs_table(result: ComparisonResult) -> pd.DataFrame:
-    """One row per run: accuracy, macro F1, macro recall, macro AUC, ECE with CIs."""
-    return tables.comparison_table({name: r["metrics"] for name, r in result.runs.items()})
+    """One row per run: model, seed, split seed, then accuracy, macro F1/recall/AUC, ECE."""
+    frame = tables.comparison_table({name: r["metrics"] for name, r in result.runs.items()})
+    ids = pd.DataFrame(
+        [
+            {
+                "Model": _text(r.get("model")),
+                "Seed": _text(r.get("seed")),
+                "Split seed": _text(r.get("split_seed")),
+            }
+            for r in result.runs.values()
+        ]
+    )
+    return pd.concat([frame[["Run"]], ids, frame.drop(columns="Run")], axis=1)
+
+
+def _text(value) -> str:
+    return "unknown" if value is None else str(value)
 
 
 def pairs_table(result: ComparisonResult) -> pd.DataFrame:
-    """One row per pair: discordant counts, McNemar p (raw and Holm), differences with CIs."""
+    """One row per pair: McNemar (raw and Holm p), DeLong macro AUC p, differences with CIs."""
     rows = []
     for p in result.pairs:
         m = p["mcnemar"]
@@ -267,10 +327,43 @@ def pairs_table(result: ComparisonResult) -> pd.DataFrame:
             "McNemar p": _format_p(m["p_value"]),
             "Holm p": _format_p(m["p_value_holm"]),
         }
+        macro = p.get("delong", {}).get("macro", {})
+        row["DeLong macro AUC p"] = _format_p(macro["p_value"]) if "p_value" in macro else "n/a"
+        row["DeLong Holm p"] = (
+            _format_p(macro["p_value_holm"]) if "p_value_holm" in macro else "n/a"
+        )
         for name, entry in p["difference"].items():
-            label = tables.METRIC_DISPLAY[name][0].replace(" (%)", "")
-            row[f"Δ {label} (pp, 95% CI)"] = tables.format_ci(entry, percent=True)
+            label, pct = tables.METRIC_DISPLAY[name]
+            unit = "pp, " if pct else ""
+            row[f"Δ {label.replace(' (%)', '')} ({unit}95% CI)"] = tables.format_ci(
+                entry, percent=pct
+            )
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def delong_table(result: ComparisonResult) -> pd.DataFrame:
+    """One row per (pair, class or macro): the AUCs, their difference with CI and DeLong's p."""
+    rows = []
+    for p in result.pairs:
+        d = p.get("delong")
+        if not d:
+            continue
+        for cls, e in [*d["per_class"].items(), ("macro", d["macro"])]:
+            row = {"Run A": p["run_a"], "Run B": p["run_b"], "Class (vs rest)": cls}
+            if "p_value" not in e:
+                row["AUC A"] = row["AUC B"] = "n/a"
+                row["Δ AUC (95% CI)"] = e.get("undefined", "undefined")
+                row["DeLong p"] = "n/a"
+            else:
+                row["AUC A"] = f"{e['auc_a']:.3f}"
+                row["AUC B"] = f"{e['auc_b']:.3f}"
+                row["Δ AUC (95% CI)"] = tables.format_ci(
+                    {"value": e["difference"], "ci_low": e["ci_low"], "ci_high": e["ci_high"]},
+                    percent=False,
+                )
+                row["DeLong p"] = _format_p(e["p_value"])
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -285,16 +378,19 @@ def write_comparison(result: ComparisonResult, out: str | os.PathLike) -> dict[s
     b = result.bootstrap
     note = (
         f"Shared test set {fp['sha1'][:10]} (n = {fp['n']}). McNemar: exact two-sided binomial "
-        f"test on discordant images; Holm: adjusted over {len(result.pairs)} pair(s). Differences "
-        f"are A - B in percentage points with paired {b['method']} CIs ({b['n_boot']} resamples, "
-        f"seed {b['seed']})."
+        f"test on discordant images; DeLong: paired test of ROC AUCs (one-vs-rest; macro = mean "
+        f"over classes); Holm: adjusted over {len(result.pairs)} pair(s). Differences are A - B "
+        f"(rates in percentage points) with paired {b['method']} CIs ({b['n_boot']} resamples, "
+        f"seed {b['seed']}); DeLong CIs are difference +/- 1.96 SE."
     )
-    runs, pairs = runs_table(result), pairs_table(result)
+    runs, pairs, delong = runs_table(result), pairs_table(result), delong_table(result)
     md = (
         "## Runs\n\n"
         + tables.to_markdown(runs)
         + "\n## Pairwise comparisons\n\n"
         + tables.to_markdown(pairs)
+        + "\n## ROC AUC differences (DeLong)\n\n"
+        + tables.to_markdown(delong)
         + "\n"
         + note
         + "\n"
@@ -305,7 +401,10 @@ def write_comparison(result: ComparisonResult, out: str | os.PathLike) -> dict[s
     pairs_tex = tables.to_latex(
         pairs, caption="Pairwise comparisons.", label="tab:pairs", notes=note
     )
-    tex = runs_tex + "\n" + pairs_tex
+    delong_tex = tables.to_latex(
+        delong, caption="ROC AUC differences, DeLong's test.", label="tab:delong", notes=note
+    )
+    tex = runs_tex + "\n" + pairs_tex + "\n" + delong_tex
     return {
         "json": write_json(out / "comparison.json", result.to_dict()),
         "md": write_text(out / "comparison.md", md),

@@ -63,7 +63,7 @@ class CVResult:
 
 
 def _finished(run_dir: Path, n_boot: int, seed: int) -> bool:
-    """Training finished and metrics.json (same bootstrap settings) is newer than the checkpoint."""
+    """Training finished; metrics.json (same settings and format) is newer than the checkpoint."""
     import json
 
     run = RunDir(run_dir)
@@ -73,11 +73,15 @@ def _finished(run_dir: Path, n_boot: int, seed: int) -> bool:
         return False
     if metrics.stat().st_mtime < ckpt.stat().st_mtime:
         return False
+    from cxrlab.evaluation.evaluate import METRICS_FORMAT
+
     try:
-        b = json.loads(metrics.read_text()).get("bootstrap", {})
+        saved = json.loads(metrics.read_text())
     except json.JSONDecodeError:
         return False
-    return b.get("n_boot") == n_boot and b.get("seed") == seed
+    b = saved.get("bootstrap", {})
+    current = saved.get("format") == METRICS_FORMAT  # older conventions: re-evaluate
+    return current and b.get("n_boot") == n_boot and b.get("seed") == seed
 
 
 def run_cv(

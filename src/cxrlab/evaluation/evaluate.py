@@ -5,17 +5,22 @@ Files written into the run directory (all atomically)::
     metrics.json                  see below
     tables/metrics.{md,tex}       scalar metrics with 95% CIs (+ temperature-scaling rows)
     tables/per_class.{md,tex}     one-vs-rest precision, sensitivity, specificity, F1, AUC, AP
+    tables/operating_points.{md,tex}  thresholds chosen on val, applied to test (with val)
     figures/<name>.{png,pdf}      confusion_matrix, confusion_matrix_normalized, roc, pr,
-                                  reliability, training_curves (when history.csv exists)
+                                  reliability, operating_points (with val), training_curves
     predictions/{val,test}.csv    only when missing or older than the checkpoint
 
 ``metrics.json`` holds ``classes``, ``n``, ``n_per_class``, ``test_set`` (fingerprint: sha1 of
 the sorted (sha1-or-path, label) pairs of split.csv's test rows) and ``test_set_hash`` (its sha1),
-``bootstrap`` (method, n_boot, seed, confidence), ``metrics`` (each scalar metric as
-``{"value", "ci_low", "ci_high"}``), ``per_class`` (class -> metric -> interval, plus
-``support``), ``confusion_matrix`` (``labels``, ``counts``), ``calibration`` (``temperature``
-fitted on val, ``before``/``after`` ECE, Brier and NLL on test, ``reliability`` bins) and
-``definitions`` (how each metric is computed, in words).
+``format`` (:data:`METRICS_FORMAT`), ``bootstrap`` (method, n_boot, seed, confidence),
+``intervals`` (which interval method each metric uses), ``metrics`` (each scalar metric as
+``{"value", "ci_low", "ci_high", "method"}``; ``null`` values carry ``undefined``, the reason),
+``per_class`` (class -> metric -> interval, plus ``support``), ``confusion_matrix`` (``labels``,
+``counts``), ``calibration`` (``temperature`` applied or null, ``fit`` with its search bounds and
+whether it was applied, ``before``/``after`` ECE, Brier and NLL on test, ``reliability`` bins),
+``operating_points`` (see :mod:`cxrlab.evaluation.operating_points`) and ``definitions`` (how
+each metric is computed, in words). The file is strict JSON (no ``NaN``). Re-running
+``cxrlab evaluate RUN`` on an old run rewrites it under the current conventions.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from cxrlab.evaluation.calibration import (
     reliability_curve,
     temperature_scaling,
 )
+from cxrlab.evaluation.operating_points import operating_points, operating_points_table
 from cxrlab.evaluation.runs import (
     ensure_predictions,
     load_predictions,
@@ -47,6 +53,32 @@ from cxrlab.io import write_json
 from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
+
+#: Version of metrics.json's conventions; 2: scikit-learn zero_division, Clopper-Pearson
+#: proportions, strict JSON, temperature fit report, operating points.
+METRICS_FORMAT = 2
+
+#: How each metric is defined (metrics.json ``definitions``; the README repeats it).
+DEFINITIONS = {
+    "averages": "macro = unweighted mean over all classes; weighted = mean weighted by class "
+    "support. A per-class precision, recall, F1 or specificity that is undefined (0/0: class "
+    "never predicted, or absent) is null per class with the reason beside it and counts as 0 in "
+    "the macro and weighted averages, with a warning naming the class: scikit-learn's "
+    "precision_recall_fscore_support with its default zero_division",
+    "roc_auc": "one-vs-rest per class (ties count 1/2); macro = mean over classes where defined "
+    "(the class has true and other samples)",
+    "average_precision": "one-vs-rest step-wise sum (scikit-learn average_precision_score); "
+    "macro = mean over classes where defined",
+    "npv": "one-vs-rest TN / (TN + FN)",
+    "ece": "15 equal-width bins of the top-class probability",
+    "brier": "multiclass: mean over samples of sum over classes of (p - onehot)^2, in [0, 2]",
+    "nll": "mean negative natural log probability of the true class",
+    "intervals": "proportions (accuracy, per-class precision, recall/sensitivity, "
+    "specificity, NPV) get Clopper-Pearson intervals; all other metrics and differences a "
+    "stratified percentile bootstrap; see 'intervals' for the method of each metric",
+    "undefined": "null values are undefined; the reason is beside them ('undefined' or "
+    "'no_interval')",
+}
 
 #: The seed project's published test results (Keras, its own split): a note, not a baseline.
 SEED_PUBLISHED = {
@@ -91,8 +123,9 @@ def evaluate_run(
     """Evaluate a run on its test split and write metrics, tables and figures into it.
 
     Predictions (``predictions/{val,test}.csv``) are computed from the best checkpoint when
-    missing or older than it. Metrics get stratified percentile bootstrap CIs; temperature scaling
-    is fitted on the validation predictions and test calibration is reported before and after.
+    missing or older than it. Proportions get Clopper-Pearson intervals, the other metrics
+    stratified percentile bootstrap ones; temperature scaling is fitted on the validation
+    predictions (applied only when it is a fit) and operating points are chosen there too.
 
     Args:
         run_dir: A run directory written by ``cxrlab train`` (or any folder with
@@ -127,12 +160,18 @@ def evaluate_run(
     )
 
     calibration: dict[str, Any]
+    points: dict[str, Any]
     if "val" in found:
         val = load_predictions(run_dir, "val", classes)
         calibration = temperature_scaling(
             val.y_true, val.probs, test.y_true, test.probs, labels=classes
         )
+        points = operating_points(val.y_true, val.probs, test.y_true, test.probs, labels=classes)
     else:
+        points = {
+            "classes": {},
+            "note": "no validation predictions; thresholds are never chosen on the test set",
+        }
         calibration = {
             "temperature": None,
             "note": "no validation predictions; temperature scaling skipped",
@@ -142,6 +181,7 @@ def evaluate_run(
     test_set = run.fingerprint()
     metrics = {
         "cxrlab_version": __version__,
+        "format": METRICS_FORMAT,
         "split": "test",
         "predictions": "predictions/test.csv",
         "classes": classes,
@@ -150,6 +190,7 @@ def evaluate_run(
         "test_set": test_set,
         "test_set_hash": test_set["sha1"],
         "bootstrap": result["bootstrap"],
+        "intervals": result["intervals"],
         "metrics": result["metrics"],
         "per_class": result["per_class"],
         "confusion_matrix": result["confusion_matrix"],
@@ -160,21 +201,17 @@ def evaluate_run(
                 for when in ("before", "after")
                 if f"reliability_{when}" in calibration
             },
+            "reliability_empty_bins": "confidence, accuracy and gap are null in bins that hold "
+            "no sample",
         },
-        "definitions": {
-            "averages": "macro = unweighted mean over classes where defined (scikit-learn, "
-            "zero_division=nan); weighted = mean weighted by class support",
-            "roc_auc": "one-vs-rest per class; macro = mean over classes",
-            "ece": "15 equal-width bins of the top-class probability",
-            "brier": "multiclass: mean over samples of sum over classes of (p - onehot)^2, "
-            "in [0, 2]",
-            "nll": "mean negative natural log probability of the true class",
-        },
+        "operating_points": points,
+        "definitions": DEFINITIONS,
     }
     files = {"metrics": write_json(run.metrics, metrics)}
+    metrics = json.loads(files["metrics"].read_text())  # the result is what the file holds
     files.update(_write_tables(run_dir, metrics))
     if make_figures:
-        files.update(_write_figures(run_dir, test, classes, result, calibration))
+        files.update(_write_figures(run_dir, test, classes, result, calibration, points))
     probe = _probe_summary(run_dir)
     logger.info("Wrote %s and %d other files", files["metrics"], len(files) - 1)
     return EvaluationResult(
@@ -188,11 +225,21 @@ def _is_array_like(value: Any) -> bool:
 
 def _calibration_rows(calibration: dict[str, Any]) -> pd.DataFrame:
     rows = []
+    fit = calibration.get("fit")
+    if fit is not None and calibration.get("temperature") is None:
+        rows.append(
+            {
+                "Metric": "Temperature (fitted on val, not applied)",
+                "Value (95% CI)": f"{fit['temperature']:.3g} (bounds {fit['bounds'][0]:g}-"
+                f"{fit['bounds'][1]:g}): {fit['reason']}",
+            }
+        )
     if calibration.get("temperature") is not None:
         rows.append(
             {
                 "Metric": "Temperature (fitted on val)",
-                "Value (95% CI)": f"{calibration['temperature']:.3f}",
+                "Value (95% CI)": f"{calibration['temperature']:.3f} (bounds "
+                f"{fit['bounds'][0]:g}-{fit['bounds'][1]:g})",
             }
         )
         for name, label in (("ece", "ECE"), ("brier", "Brier score"), ("nll", "NLL")):
@@ -210,9 +257,11 @@ def _calibration_rows(calibration: dict[str, Any]) -> pd.DataFrame:
 def _write_tables(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
     b = metrics["bootstrap"]
     note = (
-        f"Test set: n = {metrics['n']}. 95% CIs: {b['method']}, {b['n_boot']} resamples, "
-        f"seed {b['seed']}. "
-        "Rates in percent; macro averages are unweighted means over classes."
+        f"Test set: n = {metrics['n']}. 95% CIs: Clopper-Pearson for accuracy, precision, "
+        f"sensitivity and specificity; {b['method']} ({b['n_boot']} resamples, seed {b['seed']}) "
+        "for the others (no interval shown where every resample gave the same value). Rates in "
+        "percent; macro averages are unweighted means over all classes, an undefined class "
+        "counting as 0 (scikit-learn's default)."
     )
     main = pd.concat(
         [tables.metrics_table(metrics["metrics"]), _calibration_rows(metrics["calibration"])],
@@ -233,11 +282,22 @@ def _write_tables(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Path]:
             RunDir(run_dir).tables / name, frame, caption=caption, label=label, note=note
         )
         out[f"{name}_md"], out[f"{name}_tex"] = written["md"], written["tex"]
+    if metrics["operating_points"]["classes"]:
+        written = tables.write_table(
+            RunDir(run_dir).tables / "operating_points",
+            operating_points_table(metrics["operating_points"]),
+            caption="Operating points one-vs-rest: thresholds chosen on the validation set, "
+            "applied to the test set (95% Clopper-Pearson CIs).",
+            label="tab:operating-points",
+            note=f"Test set: n = {metrics['n']}. A sample is called positive when its class "
+            "probability is at least the threshold.",
+        )
+        out["operating_points_md"], out["operating_points_tex"] = written["md"], written["tex"]
     return out
 
 
 def _write_figures(
-    run_dir: Path, test, classes: list[str], result: dict, calibration: dict
+    run_dir: Path, test, classes: list[str], result: dict, calibration: dict, points: dict
 ) -> dict[str, Path]:
     fig_dir = RunDir(run_dir).figures
     cm = result["confusion_matrix"]["counts"]
@@ -254,6 +314,10 @@ def _write_figures(
             temperature=calibration.get("temperature"),
         ),
     }
+    if points["classes"]:
+        made["operating_points"] = figures.plot_operating_points(
+            test.y_true, test.probs, labels=classes, points=points
+        )
     history = RunDir(run_dir).history
     if history.is_file():
         try:

@@ -323,3 +323,60 @@ def plot_training_curves(history: pd.DataFrame) -> Figure | None:
             ax.legend(frameon=True)
             ax.xaxis.get_major_locator().set_params(integer=True)
     return fig
+
+
+#: Marker per operating-point rule (see :mod:`cxrlab.evaluation.operating_points`).
+_POINT_MARKERS = {"spec90": "s", "spec95": "D", "sens90": "^", "sens95": "v", "youden": "o"}
+
+
+def plot_operating_points(y_true, y_score, *, labels: Sequence[str], points: dict) -> Figure:
+    """One panel per class (COVID first): its one-vs-rest test ROC with the operating points.
+
+    Args:
+        y_true: (N,) true labels of the test set.
+        y_score: (N, K) probabilities in ``labels`` order.
+        labels: Classes in model output order.
+        points: :func:`~cxrlab.evaluation.operating_points.operating_points` (thresholds chosen
+            on val; the markers are their test sensitivity and 1 - specificity).
+    """
+    from sklearn.metrics import roc_curve
+
+    t = encode_labels(y_true, labels)
+    scores = np.asarray(y_score, dtype=np.float64)
+    names = [c for c in points["classes"] if c in list(labels)]
+    with matplotlib.rc_context(_RC):
+        fig = _figure(3.4 * max(len(names), 1) + 0.4, 3.9)
+        axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
+        for ax, c in zip(axes, names, strict=False):
+            j = list(labels).index(c)
+            pos = t == j
+            if pos.any() and not pos.all():
+                fpr, tpr, _ = roc_curve(pos, scores[:, j])
+                ax.plot(fpr, tpr, lw=1.4, color="tab:blue")
+            for rule, e in points["classes"][c].items():
+                test = e.get("test")
+                if not test or test["sensitivity"]["value"] is None:
+                    continue
+                spec = test["specificity"]["value"]
+                if spec is None:
+                    continue
+                ax.plot(
+                    1 - spec,
+                    test["sensitivity"]["value"],
+                    marker=_POINT_MARKERS.get(rule, "o"),
+                    ls="none",
+                    ms=7,
+                    mfc="none",
+                    mew=1.5,
+                    label=f"{rule} (t = {e['threshold']:.3f})",
+                )
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+            ax.set_xlim(-0.01, 1.01)
+            ax.set_ylim(-0.01, 1.01)
+            ax.set_aspect("equal")
+            ax.set_title(f"{display_name(c, 16)} vs rest")
+            ax.set_xlabel("1 - specificity (test)")
+            ax.set_ylabel("Sensitivity (test)")
+            ax.legend(loc="lower right", fontsize=9, frameon=True)
+            ax.grid(alpha=0.3)
+    return fig

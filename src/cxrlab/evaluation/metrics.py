@@ -7,11 +7,15 @@ full ``labels`` list always passed so a split missing a class still gives a K x 
 
 Conventions (the seed's published numbers are scikit-learn macro averages):
 
-* precision, recall (sensitivity), F1 and specificity per class are ``nan`` where undefined
-  (precision: class never predicted; recall: class absent; F1 = 2TP / (2TP + FP + FN): class
-  absent and never predicted; specificity: every sample belongs to the class). A warning names the
-  classes. Macro and weighted averages leave ``nan`` classes out, exactly as
-  ``sklearn.metrics.precision_recall_fscore_support(..., zero_division=np.nan)`` does.
+* precision (PPV), recall (sensitivity), F1, specificity and NPV per class are ``nan``
+  (undefined, written as ``null`` with the reason) where their denominator is 0 (precision: class
+  never predicted; recall: class absent; F1 = 2TP / (2TP + FP + FN): class absent and never
+  predicted; specificity: every sample belongs to the class; NPV: every sample predicted as the
+  class). In the macro and weighted averages an undefined per-class value counts as **0**, with an
+  :class:`UndefinedMetricWarning` naming the class: exactly scikit-learn's
+  ``precision_recall_fscore_support`` with its default ``zero_division`` (what the seed's 64.50%
+  macro precision was computed with). A model predicting one class for every image of a balanced
+  3-class test set has macro precision (1/3 + 0 + 0) / 3 = 11.1%, not 33.3%.
 * ROC AUC and average precision are one-vs-rest per class (ties count one half, AP is the
   step-wise sum of ``sklearn.metrics.average_precision_score``); the macro value is the mean over
   classes where they are defined (the class is present and not every sample belongs to it).
@@ -41,7 +45,7 @@ Average = Literal["macro", "weighted"] | None
 
 
 class UndefinedMetricWarning(UserWarning):
-    """A metric is undefined for some class (0/0); it is reported as ``nan``."""
+    """A metric is undefined for some class (0/0): ``nan`` per class, 0 in the averages."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,15 +63,10 @@ def encode_labels(
     labels = list(labels)
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be unique, got {labels}.")
-    codes = pd.Index(labels).get_indexer(np.asarray(y, dtype=object).ravel())
+    values = np.asarray(y, dtype=object).ravel()
+    codes = pd.Index(labels).get_indexer(values)
     if (codes < 0).any():
-        unknown = sorted(
-            {
-                str(v)
-                for v, c in zip(np.asarray(y, dtype=object).ravel(), codes, strict=True)
-                if c < 0
-            }
-        )
+        unknown = sorted({str(v) for v in values[codes < 0]})
         raise ValueError(
             f"{name} contains label(s) {unknown} that are not in labels {labels}; pass the full "
             "label list of the model."
@@ -105,12 +104,14 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def _nanmean(x: np.ndarray, axis: int = -1, weights: np.ndarray | None = None) -> np.ndarray:
-    """Mean over ``axis`` ignoring nan (nan where every entry is nan), optionally weighted."""
-    ok = ~np.isnan(x)
+def _mean(x: np.ndarray, *, nan_as_zero: bool, weights: np.ndarray | None = None) -> np.ndarray:
+    """Mean over the last axis, optionally weighted; nan entries count as 0 (scikit-learn's
+    default zero_division) or are left out (nan where every entry is nan)."""
     w = np.ones_like(x) if weights is None else np.broadcast_to(weights, x.shape).astype(np.float64)
-    w = np.where(ok, w, 0.0)
-    return _div((np.where(ok, x, 0.0) * w).sum(axis=axis), w.sum(axis=axis))
+    ok = ~np.isnan(x)
+    if not nan_as_zero:
+        w = np.where(ok, w, 0.0)
+    return _div((np.where(ok, x, 0.0) * w).sum(axis=-1), w.sum(axis=-1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,13 +133,15 @@ def confusion_from_codes(t: np.ndarray, p: np.ndarray, k: int, weights: np.ndarr
 def rates_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class and averaged label metrics from confusion matrices, silently nan where undefined.
 
+    Undefined per-class values are nan; the macro and weighted averages count them as 0.
+
     Args:
         cm: (..., K, K) counts, rows true, columns predicted.
 
     Returns:
         ``accuracy``, ``macro_*``/``weighted_*`` (precision, recall, f1; macro specificity) with
-        shape (...,), and ``precision``, ``recall``, ``specificity``, ``f1``, ``support`` with
-        shape (..., K).
+        shape (...,), and ``precision``, ``recall``, ``specificity``, ``npv``, ``f1``,
+        ``support`` with shape (..., K).
     """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
@@ -153,13 +156,14 @@ def rates_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
         "precision": _div(tp, predicted),
         "recall": _div(tp, support),
         "specificity": _div(tn, tn + fp),
+        "npv": _div(tn, tn + fn),
         "f1": _div(2 * tp, 2 * tp + fp + fn),
         "support": support,
     }
     for name in ("precision", "recall", "f1", "specificity"):
-        out[f"macro_{name}"] = _nanmean(out[name])
+        out[f"macro_{name}"] = _mean(out[name], nan_as_zero=True)
     for name in ("precision", "recall", "f1"):
-        out[f"weighted_{name}"] = _nanmean(out[name], weights=support)
+        out[f"weighted_{name}"] = _mean(out[name], nan_as_zero=True, weights=support)
     return out
 
 
@@ -209,8 +213,8 @@ def ranking_from_codes(
     return {
         "roc_auc": auc,
         "average_precision": ap,
-        "macro_roc_auc": _nanmean(auc),
-        "macro_average_precision": _nanmean(ap),
+        "macro_roc_auc": _mean(auc, nan_as_zero=False),
+        "macro_average_precision": _mean(ap, nan_as_zero=False),
     }
 
 
@@ -252,29 +256,14 @@ def calibration_from_codes(
 
 #: Scalar metrics :func:`compute_metrics` returns (shape () or (B,)), in display order.
 SCALAR_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "macro_precision",
-    "macro_recall",
-    "macro_f1",
-    "macro_specificity",
-    "weighted_precision",
-    "weighted_recall",
-    "weighted_f1",
-    "macro_roc_auc",
-    "macro_average_precision",
-    "ece",
-    "brier",
-    "nll",
-)
+    "accuracy", "macro_precision", "macro_recall", "macro_f1", "macro_specificity",
+    "weighted_precision", "weighted_recall", "weighted_f1",
+    "macro_roc_auc", "macro_average_precision", "ece", "brier", "nll",
+)  # fmt: skip
 #: Per-class metrics :func:`compute_metrics` returns (shape (K,) or (B, K)).
 PER_CLASS_METRICS: tuple[str, ...] = (
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "roc_auc",
-    "average_precision",
-)
+    "precision", "recall", "specificity", "npv", "f1", "roc_auc", "average_precision",
+)  # fmt: skip
 
 
 def compute_metrics_codes(
@@ -344,11 +333,13 @@ def compute_metrics(
     return out
 
 
-_UNDEFINED_REASON = {
+#: Why each per-class metric can be undefined (written beside ``null`` in metrics.json).
+UNDEFINED_REASON = {
     "precision": "no sample was predicted as the class",
     "recall": "the class has no true samples",
     "f1": "the class has no true and no predicted samples",
     "specificity": "every sample belongs to the class",
+    "npv": "every sample was predicted as the class",
     "roc_auc": "the class has no true samples or no other samples",
     "average_precision": "the class has no true samples",
 }
@@ -357,7 +348,7 @@ _UNDEFINED_REASON = {
 def _warn_undefined(out: dict[str, np.ndarray], labels: list, stacklevel: int = 3) -> None:
     """One warning listing every per-class metric that is nan (0/0) in the first weight row."""
     parts = []
-    for name, reason in _UNDEFINED_REASON.items():
+    for name, reason in UNDEFINED_REASON.items():
         if name not in out:
             continue
         bad = [str(labels[j]) for j in np.flatnonzero(np.isnan(out[name][0]))]
@@ -365,7 +356,9 @@ def _warn_undefined(out: dict[str, np.ndarray], labels: list, stacklevel: int = 
             parts.append(f"{name} is undefined for class(es) {bad} ({reason})")
     if parts:
         warnings.warn(
-            "; ".join(parts) + ". Reported as nan and left out of the macro averages.",
+            "; ".join(parts) + ". Reported as undefined per class; precision, recall, F1 and "
+            "specificity count as 0 in the macro and weighted averages (scikit-learn's default "
+            "zero_division), ROC AUC and AP are averaged over the classes where defined.",
             UndefinedMetricWarning,
             stacklevel=stacklevel,
         )
@@ -383,8 +376,7 @@ def _label_metrics(y_true, y_pred, labels, sample_weight) -> dict[str, np.ndarra
         raise ValueError(f"y_true has {len(t)} samples but y_pred has {len(p)}.")
     w, _ = _weights(sample_weight, len(t))
     out = rates_from_confusion(confusion_from_codes(t, p, len(labels), w))
-    out = {name: v[0] for name, v in out.items()}
-    return out
+    return {name: v[0] for name, v in out.items()}
 
 
 def confusion_matrix(y_true, y_pred, *, labels: Sequence, sample_weight=None) -> np.ndarray:
@@ -416,12 +408,13 @@ def _warn_names(metrics: dict[str, np.ndarray], labels, names: Sequence[str]) ->
 def precision_recall_fscore_support(
     y_true, y_pred, *, labels: Sequence, average: Average = None, sample_weight=None
 ):
-    """Precision, recall (sensitivity), F1 and support, like scikit-learn with zero_division=nan.
+    """Precision, recall (sensitivity), F1 and support, like scikit-learn's default.
 
     Returns:
-        ``(precision, recall, f1, support)``: (K,) arrays for ``average=None``; floats and
-        ``support=None`` for ``"macro"`` (unweighted mean over classes where defined) or
-        ``"weighted"`` (mean weighted by support).
+        ``(precision, recall, f1, support)``: (K,) arrays for ``average=None``, ``nan`` where
+        undefined (scikit-learn with ``zero_division=np.nan``); floats and ``support=None`` for
+        ``"macro"`` (unweighted mean over all classes, undefined ones counted as 0, exactly
+        scikit-learn's default ``zero_division``) or ``"weighted"`` (mean weighted by support).
     """
     m = _label_metrics(y_true, y_pred, labels, sample_weight)
     _warn_names(m, labels, ("precision", "recall", "f1"))

@@ -61,7 +61,10 @@ def format_ci(entry: Mapping[str, Any], *, percent: bool, digits: int | None = N
     """``{"value", "ci_low", "ci_high"}`` -> ``"95.1 (93.8-96.2)"``.
 
     Ranges with a negative bound read ``"-1.2 (-3.4 to 0.5)"`` so the minus sign is unambiguous.
+    An entry marked ``undefined`` (0/0, see metrics.json) reads ``"undefined"``, not a number.
     """
+    if entry.get("undefined"):
+        return "undefined"
     value = format_value(entry.get("value"), percent=percent, digits=digits)
     low, high = entry.get("ci_low"), entry.get("ci_high")
     if value == "n/a" or low is None or high is None or math.isnan(low) or math.isnan(high):
@@ -150,7 +153,7 @@ def _md_cell(value: Any) -> str:
 
 def _numeric_column(series: pd.Series) -> bool:
     return bool(len(series)) and all(
-        re.match(r"^[-\d.]", str(v)) or str(v) == "n/a" for v in series
+        re.match(r"^[-\d.]", str(v)) or str(v) in ("n/a", "undefined") for v in series
     )
 
 

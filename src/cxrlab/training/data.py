@@ -7,10 +7,31 @@ uint8 (4x less traffic than float32); conversion and augmentation happen there (
 
 from __future__ import annotations
 
+import logging
+from typing import Literal
+
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+logger = logging.getLogger(__name__)
+
+
+def balanced_class_weights(labels: np.ndarray, k: int) -> np.ndarray:
+    """Loss weights N / (K * n_c) from training label counts, (K,) float (scikit-learn's
+    ``compute_class_weight("balanced")``); 0 for a class with no training image."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=k).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        weights = np.where(counts > 0, counts.sum() / (k * np.maximum(counts, 1)), 0.0)
+    return weights
+
+
+def balanced_sample_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-sample draw weights 1 / n_class, so every class is drawn equally often on average."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels)
+    return 1.0 / counts[labels]
 
 
 class CachedImages(Dataset):
@@ -52,9 +73,21 @@ class CachedDataModule(L.LightningDataModule):
         batch_size: Batch size per device.
         seed: Seeds the shuffling generator.
         pin_memory: Pin batches for asynchronous host-to-device copies (CUDA).
+        sampler: ``"shuffle"`` (each training image once per epoch) or ``"balanced"`` (draws with
+            replacement, weight 1 / class count, as many draws per epoch as training images).
     """
 
-    def __init__(self, images, splits, labels, *, batch_size: int, seed: int, pin_memory: bool):
+    def __init__(
+        self,
+        images,
+        splits,
+        labels,
+        *,
+        batch_size: int,
+        seed: int,
+        pin_memory: bool,
+        sampler: Literal["shuffle", "balanced"] = "shuffle",
+    ):
         super().__init__()
         splits = np.asarray(splits)
         labels = np.asarray(labels)
@@ -66,15 +99,29 @@ class CachedDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.pin_memory = pin_memory
+        if sampler not in ("shuffle", "balanced"):
+            raise ValueError(f"sampler must be 'shuffle' or 'balanced', got {sampler!r}.")
+        self.sampler = sampler
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
         dataset = self.datasets[name]
+        sampler = None
+        if shuffle and self.sampler == "balanced" and len(dataset):
+            weights = balanced_sample_weights(dataset.labels.numpy())
+            sampler = WeightedRandomSampler(
+                torch.as_tensor(weights, dtype=torch.double),
+                num_samples=len(dataset),
+                replacement=True,
+                generator=generator,
+            )
+            shuffle = False
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.batch_size,
+            sampler=sampler,
+            drop_last=(shuffle or sampler is not None) and len(dataset) > self.batch_size,
             num_workers=0,
             pin_memory=self.pin_memory,
             collate_fn=_already_collated,

@@ -19,10 +19,23 @@ class CxrLightningModule(L.LightningModule):
     Batches arrive as ``((B, S, S) uint8, (B,) int64)``; :meth:`on_after_batch_transfer` turns them
     into (B, 1, S, S) float in [0, 1] on the device and augments training batches there.
     Validation metrics are torchmetrics objects, so under DDP they are reduced over all ranks.
+    ``class_weights`` ((K,) floats, e.g. :func:`~cxrlab.training.data.balanced_class_weights`)
+    weight the training loss only; the validation loss stays unweighted so checkpoints and early
+    stopping compare the same quantity with and without weighting.
     """
 
-    def __init__(self, model: CxrClassifier, recipe: Recipe, *, seed: int, channels_last: bool):
+    def __init__(
+        self,
+        model: CxrClassifier,
+        recipe: Recipe,
+        *,
+        seed: int,
+        channels_last: bool,
+        class_weights=None,
+    ):
         super().__init__()
+        weights = None if class_weights is None else torch.as_tensor(class_weights).float()
+        self.register_buffer("class_weights", weights, persistent=False)
         self.model = model
         self.recipe = recipe
         self.seed = seed
@@ -57,7 +70,12 @@ class CxrLightningModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
+        loss = F.cross_entropy(
+            logits,
+            y,
+            weight=None if self.class_weights is None else self.class_weights.to(logits.dtype),
+            label_smoothing=self.recipe.label_smoothing,
+        )
         self.log(
             "train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y)
         )

@@ -239,6 +239,7 @@ def train(
         batch_size=recipe.batch_size,
         seed=config.seed,
         pin_memory=torch.cuda.is_available(),
+        sampler=config.sampler,
     )
     for name in ("train", "val"):
         if len(datamodule.datasets[name]) == 0:
@@ -247,7 +248,15 @@ def train(
     model = create_classifier(
         config.model, classes, image_size=recipe.image_size, pretrained=config.pretrained
     )
-    module = CxrLightningModule(model, recipe, seed=config.seed, channels_last=config.channels_last)
+    weights = None
+    if config.class_weights == "balanced":
+        from cxrlab.training.data import balanced_class_weights
+
+        train_ids = label_ids[split["split"].to_numpy() == "train"]
+        weights = balanced_class_weights(train_ids, len(classes))
+    module = CxrLightningModule(
+        model, recipe, seed=config.seed, channels_last=config.channels_last, class_weights=weights
+    )
     if config.compile:
         module.model = torch.compile(module.model)
 
