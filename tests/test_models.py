@@ -93,3 +93,21 @@ def test_truncated_and_foreign_checkpoints_are_refused(tmp_path):
     torch.save(ckpt, tmp_path / "future.ckpt")
     with pytest.raises(CheckpointError, match="format 999"):
         load_classifier(tmp_path / "future.ckpt")
+
+
+def test_any_timm_architecture_by_prefix(tmp_path):
+    """``timm/<arch>`` builds any timm model from scratch with one channel, and round-trips."""
+    from cxrlab.config import load_config
+    from cxrlab.models import load_classifier, save_classifier
+
+    model = create_classifier("timm/resnet10t", ["A", "B"], image_size=32)
+    assert model.meta.in_chans == 1 and model.meta.cam_layer == "network.layer4"
+    x = torch.rand(2, 1, 32, 32)
+    assert model(x).shape == (2, 2)
+    loaded, meta = load_classifier(save_classifier(model, tmp_path / "m.ckpt"))
+    assert meta.model_name == "timm/resnet10t"
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    cfg = load_config(data=tmp_path, out=tmp_path / "run", model="timm/vit_tiny_patch16_224")
+    assert cfg.model == "timm/vit_tiny_patch16_224"
+    with pytest.raises(ConfigError, match="resnet18"):
+        get_spec("timm/resnet181")

@@ -96,6 +96,11 @@ def create_classifier(
     spec = get_spec(name)
     size = int(image_size or spec.image_size)
     network = spec.builder(len(classes), pretrained=pretrained, in_chans=in_chans, image_size=size)
+    cam_layer = spec.cam_layer
+    if not cam_layer:
+        from cxrlab.models.timm_models import last_feature_stage
+
+        cam_layer = last_feature_stage(network)
     meta = ModelMeta(
         model_name=name,
         classes=tuple(classes),
@@ -103,7 +108,7 @@ def create_classifier(
         in_chans=in_chans,
         mean=spec.mean,
         std=spec.std,
-        cam_layer=f"network.{spec.cam_layer}",
+        cam_layer=f"network.{cam_layer}" if cam_layer else "network",
     )
     return CxrClassifier(network, meta)
 

@@ -27,7 +27,8 @@ class ModelSpec:
         builder: ``builder(num_classes, *, pretrained, in_chans) -> nn.Module`` returning the bare
             network; it receives normalised input and returns logits.
         image_size: Default square input size in pixels.
-        cam_layer: Dotted name, inside the bare network, of the layer Grad-CAM hooks by default.
+        cam_layer: Dotted name, inside the bare network, of the layer Grad-CAM hooks by default
+            ("" for ``timm/<arch>`` models: their last feature stage, found when built).
         recipe: Default training recipe: ``"seed"`` (the seed's Adam/plateau recipe) or
             ``"modern"``.
         description: One line for ``cxrlab models``.
@@ -46,6 +47,9 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+#: ``--model timm/<arch>`` builds any timm architecture from scratch, beside the curated entries.
+TIMM_PREFIX = "timm/"
 
 
 def register_model(
@@ -78,15 +82,23 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """Look up a model's spec; an unknown name raises ConfigError suggesting close matches."""
+    """Look up a model's spec; an unknown name raises ConfigError suggesting close matches.
+
+    Besides the registered names, ``timm/<arch>`` names any architecture timm knows (for example
+    ``timm/vit_tiny_patch16_224``): see :func:`cxrlab.models.timm_models.timm_spec`.
+    """
     _ensure_loaded()
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(
-            f"Unknown model {name!r}.{suggest(name, _REGISTRY)} "
-            f"Available models: {', '.join(_REGISTRY)} (see `cxrlab models`)."
-        ) from None
+    if name.startswith(TIMM_PREFIX):
+        from cxrlab.models.timm_models import timm_spec
+
+        return timm_spec(name[len(TIMM_PREFIX) :])
+    raise ConfigError(
+        f"Unknown model {name!r}.{suggest(name, _REGISTRY)} "
+        f"Available models: {', '.join(_REGISTRY)} (see `cxrlab models`), or any timm "
+        f"architecture as {TIMM_PREFIX}<name> (e.g. {TIMM_PREFIX}vit_tiny_patch16_224)."
+    ) from None
 
 
 def _ensure_loaded() -> None:
