@@ -179,3 +179,66 @@ def test_ddp_two_cpu_processes(synth_dataset, tmp_path):
     summary = yaml.safe_load((out / "train_summary.json").read_text())
     assert summary["world_size"] == 2
     assert (out / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize("model", ["seed-cnn", "small-cnn", "resnet18"])
+def test_saved_config_holds_the_resolved_recipe(model, tmp_path):
+    from cxrlab.training.recipes import resolve_recipe, resolved_config
+
+    cfg = load_config(data=tmp_path, out=tmp_path / "r", model=model, lr=0.01)
+    resolved = resolved_config(cfg)
+    assert resolve_recipe(resolved) == resolve_recipe(cfg)
+    dumped = resolved.to_yaml_dict()
+    for name in ("epochs", "batch_size", "lr", "optimizer", "scheduler", "image_size", "augment"):
+        assert dumped[name] is not None, name
+    assert dumped["lr"] == 0.01
+
+
+def test_resume_reads_the_resolved_config_yaml(synth_dataset, tmp_path):
+    from cxrlab.cli.train import build_train_config
+
+    cfg = _config(synth_dataset, tmp_path / "run", tmp_path, model="small-cnn", epochs=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, callbacks=[_Crash()])
+    saved = yaml.safe_load((cfg.out / "config.yaml").read_text())
+    assert saved["scheduler"] == "onecycle" and saved["epochs"] == 3
+    resumed_cfg = build_train_config(config_file=None, out=cfg.out, resume=True)
+    resumed = train(resumed_cfg)
+    assert pd.read_csv(resumed.run_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
+
+
+def test_failure_before_the_first_epoch_leaves_nothing(synth_dataset, tmp_path, monkeypatch):
+    import cxrlab.models.classifier
+
+    real = cxrlab.models.classifier.create_classifier
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("cannot download pretrained weights (offline)")
+
+    monkeypatch.setattr(cxrlab.models.classifier, "create_classifier", offline)
+    out = tmp_path / "runs" / "run"
+    cfg = _config(synth_dataset, out, tmp_path, model="small-cnn", epochs=1)
+    with pytest.raises(RuntimeError, match="offline"):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()  # the folders this run created are gone
+
+    kept = tmp_path / "mine"
+    kept.mkdir()  # a folder the user made (empty, so training may use it): it stays
+    with pytest.raises(RuntimeError, match="offline"):
+        train(cfg.model_copy(update={"out": kept}))
+    assert kept.is_dir() and not any(kept.iterdir())
+
+    monkeypatch.setattr(cxrlab.models.classifier, "create_classifier", real)
+    result = train(cfg)
+    assert (result.run_dir / "train_summary.json").is_file()
+
+
+def test_missing_logger_package_is_named(synth_dataset, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    for kind, package in (("tensorboard", "tensorboard"), ("mlflow", "mlflow")):
+        cfg = _config(synth_dataset, tmp_path / kind, tmp_path, logger=kind)
+        with pytest.raises(ConfigError, match=f"pip install {package}"):
+            train(cfg)
+        assert not cfg.out.exists()

@@ -13,6 +13,11 @@ from cxrlab.errors import ConfigError, suggest
 
 SplitMethod = Literal["stratified", "source"]
 Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps"]
+LoggerKind = Literal["none", "csv", "tensorboard", "mlflow"]
+#: Class activation map methods of :mod:`cxrlab.explain.cam` (here, so that the CLI lists them
+#: without importing torch).
+CamMethod = Literal["gradcam", "gradcam++", "scorecam", "eigencam"]
+CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam", "eigencam")
 
 
 class SplitConfig(BaseModel):
@@ -95,6 +100,9 @@ class TrainConfig(BaseModel):
     overwrite: bool = False
     resume: bool = False
     progress: bool = True
+    #: Lightning logger besides history.csv, writing under the run directory's ``logs/`` (MLflow:
+    #: a local file store there unless MLFLOW_TRACKING_URI is set).
+    logger: LoggerKind = "none"
 
     @field_validator("model")
     @classmethod
@@ -106,6 +114,23 @@ class TrainConfig(BaseModel):
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+#: TrainConfig fields that, left unset (None), take the model's recipe's value
+#: (:func:`cxrlab.training.recipes.resolve_recipe`); ``image_size`` takes the model's input size.
+RECIPE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "label_smoothing",
+    "optimizer",
+    "scheduler",
+    "warmup_epochs",
+    "early_stopping_patience",
+    "monitor",
+    "ema_decay",
+)
 
 
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> TrainConfig:

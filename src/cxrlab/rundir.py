@@ -110,6 +110,7 @@ class RunDir:
     METRICS = "metrics.json"
     PROBE = "probe.json"
     SKIPPED = "skipped.csv"
+    LOGS = "logs"
     CHECKPOINTS = "checkpoints"
     BEST = "best"
     LAST = "last"
@@ -172,6 +173,11 @@ class RunDir:
     def skipped(self) -> Path:
         """Images left out because they could not be decoded (path, reason)."""
         return self.path / self.SKIPPED
+
+    @property
+    def logs(self) -> Path:
+        """Lightning's loggers (``--logger``): ``logs/{csv,tensorboard,mlflow}``."""
+        return self.path / self.LOGS
 
     @property
     def checkpoints(self) -> Path:

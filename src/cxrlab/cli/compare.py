@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cxrlab.cli.common import console
+from cxrlab.cli.options import Device
 
 
 def _rich(frame, title: str) -> Table:
@@ -31,9 +32,7 @@ def register(app: typer.Typer) -> None:
         ),
         n_boot: int = typer.Option(1000, "--n-boot", min=1, help="Bootstrap resamples."),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-        device: str | None = typer.Option(
-            None, "--device", help="Device for missing predictions (cpu, cuda)."
-        ),
+        device: Device = None,
     ) -> None:
         """Compare runs: metrics with CIs, McNemar, DeLong, paired bootstrap differences."""
         from cxrlab.evaluation.compare import compare_runs, delong_table, pairs_table, runs_table

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cxrlab.cli.common import console, progress_callback
+from cxrlab.cli.common import adopt_lightning_logging, console, progress_callback
 
 
 def register(app: typer.Typer) -> None:
@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Synthesise a small dataset, train, evaluate and probe a model (a few CPU minutes)."""
         from cxrlab.demo import DEMO_EPOCHS, run_demo
+
+        adopt_lightning_logging()
 
         if data is None:
             console.print(

@@ -1,4 +1,4 @@
-"""``cxrlab evaluate`` (one run's test metrics with CIs) and ``cxrlab cv`` (K folds x S seeds)."""
+"""``cxrlab evaluate``: one run's test metrics with CIs, tables and figures."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cxrlab.cli.common import console
+from cxrlab.cli.options import Device
 
 
 def _rich_metrics_table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -117,96 +118,10 @@ def register(app: typer.Typer) -> None:
             1000, "--n-boot", min=1, help="Bootstrap resamples (>= 1000 for papers)."
         ),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-        device: str | None = typer.Option(
-            None, "--device", help="Device for missing predictions (cpu, cuda)."
-        ),
+        device: Device = None,
         figures: bool = typer.Option(
             True, "--figures/--no-figures", help="Draw figures (PNG + PDF)."
         ),
     ) -> None:
         """Test metrics with 95% bootstrap CIs, calibration, tables and figures for one run."""
         evaluate_and_report(run_dir, n_boot=n_boot, seed=seed, device=device, make_figures=figures)
-
-    @app.command("cv")
-    def cv_cmd(
-        data: Path | None = typer.Option(None, "--data", help="Dataset folder."),
-        model: str | None = typer.Option(
-            None, "--model", help="Registered model (`cxrlab models`)."
-        ),
-        folds: int = typer.Option(5, "--folds", min=2, help="Number of folds K."),
-        seeds: int = typer.Option(
-            1, "--seeds", min=1, help="Training seeds per fold S (seeds 0..S-1)."
-        ),
-        out: Path | None = typer.Option(None, "--out", help="CV folder (default runs/cv-<model>)."),
-        split_by: str | None = typer.Option(
-            None,
-            "--split-by",
-            help="stratified (default) or source (folds hold out whole sources).",
-        ),
-        epochs: int | None = typer.Option(None, help="Epochs (default: the model's recipe)."),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size per device."),
-        lr: float | None = typer.Option(None, help="Peak learning rate."),
-        image_size: int | None = typer.Option(None, "--image-size", help="Square input size."),
-        limit_per_class: int | None = typer.Option(
-            None, "--limit-per-class", help="Seeded subset of N images per class, for quick runs."
-        ),
-        pretrained: bool | None = typer.Option(
-            None, "--pretrained/--from-scratch", help="Start from ImageNet weights (timm models)."
-        ),
-        accelerator: str | None = typer.Option(None, help="auto, cpu or gpu."),
-        precision: str | None = typer.Option(None, help="auto, 32, bf16-mixed or 16-mixed."),
-        cache_dir: Path | None = typer.Option(
-            None, "--cache-dir", help="Decoded-image cache folder."
-        ),
-        config: Path | None = typer.Option(
-            None, "--config", help="YAML file with any training option."
-        ),
-        n_boot: int = typer.Option(1000, "--n-boot", min=1, help="Bootstrap resamples."),
-        eval_seed: int = typer.Option(0, "--eval-seed", help="Bootstrap seed."),
-        figures: bool = typer.Option(
-            True, "--figures/--no-figures", help="Draw each run's figures."
-        ),
-    ) -> None:
-        """K-fold cross-validation over S seeds: train, evaluate, summarise (resumable)."""
-        from cxrlab.cli.common import progress_callback
-        from cxrlab.cli.train import build_train_config
-        from cxrlab.evaluation.cv import run_cv
-
-        options = dict(
-            data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-            image_size=image_size,
-            limit_per_class=limit_per_class, pretrained=pretrained, accelerator=accelerator,
-            precision=precision, cache_dir=cache_dir,
-        )  # fmt: skip
-        split = {"method": split_by} if split_by else None
-        placeholder = out or Path("runs") / "cv"
-        cfg = build_train_config(
-            config_file=config, out=placeholder, resume=False, split=split, **options
-        )
-        if out is None:
-            cfg = cfg.model_copy(update={"out": Path("runs") / f"cv-{cfg.model}"})
-        with progress_callback("Decoding images into the cache") as progress:
-            result = run_cv(
-                cfg, folds=folds, seeds=seeds, n_boot=n_boot, eval_seed=eval_seed,
-                progress=progress, make_figures=figures,
-            )  # fmt: skip
-        print_cv(result)
-
-
-def print_cv(result) -> None:
-    """Print a :class:`~cxrlab.evaluation.CVResult` as a Rich table."""
-    from cxrlab.evaluation.cv import cv_table
-
-    table = Table(
-        title=f"{result.out_dir}: {result.summary['n_runs']} runs "
-        f"({len(result.trained)} trained now, "
-        f"{len(result.skipped)} reused)",
-        title_justify="left",
-    )
-    frame = cv_table(result.summary)
-    for col in frame.columns:
-        table.add_column(col, justify="left" if col == "Metric" else "right", overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*[str(v) for v in row])
-    console.print(table)
-    console.print(f"Summary: [bold]{result.files['json']}[/] (and .md, .tex)")

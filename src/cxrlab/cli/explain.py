@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 
 from cxrlab.cli.common import console
+from cxrlab.cli.options import Device
 
 
 def register(app: typer.Typer) -> None:
-    from cxrlab.explain.cam import CAM_METHODS
+    from cxrlab.config import CAM_METHODS
 
     @app.command("explain")
     def explain_cmd(
@@ -47,9 +48,7 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the image selection."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per CAM batch."),
-        device: str | None = typer.Option(
-            None, "--device", help="cpu or cuda (default: cuda when present)."
-        ),
+        device: Device = None,
     ) -> None:
         """Class activation maps of a trained model: overlays, paper panel, lung attention."""
         from cxrlab.errors import ConfigError, suggest
@@ -89,9 +88,7 @@ def register(app: typer.Typer) -> None:
         cam_layer: str | None = typer.Option(
             None, "--layer", help="CAM layer for lung attention (default: the model's CAM layer)."
         ),
-        device: str | None = typer.Option(
-            None, "--device", help="cpu or cuda (default: cuda when present)."
-        ),
+        device: Device = None,
     ) -> None:
         """Shortcut probes: accuracy without the lungs, lungs only, border only, source probe."""
         from rich.table import Table

@@ -7,18 +7,7 @@ from pathlib import Path
 import typer
 
 from cxrlab.cli.common import console
-
-_DEVICES = ("cpu", "cuda")
-
-
-def _check_device(device: str | None) -> str | None:
-    from cxrlab.errors import ConfigError, suggest
-
-    if device is not None and device not in _DEVICES:
-        raise ConfigError(
-            f"Unknown --device {device!r}.{suggest(device, _DEVICES)} Use one of: cpu, cuda."
-        )
-    return device
+from cxrlab.cli.options import Device
 
 
 def register(app: typer.Typer) -> None:
@@ -31,9 +20,7 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="CSV to write."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per batch."),
-        device: str | None = typer.Option(
-            None, "--device", help="cpu or cuda (default: cuda when available; ONNX: cpu)."
-        ),
+        device: Device = None,
         cam: Path | None = typer.Option(
             None, "--cam", help="Write a Grad-CAM overlay PNG per image into this folder."
         ),
@@ -52,7 +39,6 @@ def register(app: typer.Typer) -> None:
         from cxrlab.cli.common import err_console
         from cxrlab.inference.files import count_input_files, predict_to_csv
 
-        _check_device(device)
         total = count_input_files(paths)
         columns = [
             TextColumn("[progress.description]{task.description}"),
@@ -112,9 +98,9 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Argument(..., help="Run directory, .ckpt checkpoint or .onnx file."),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface (loopback by default)."),
         port: int = typer.Option(7860, "--port", min=1, max=65535),
-        device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
+        device: Device = None,
     ) -> None:
         """Serve a local web page to try the model on single images (research use only)."""
         from cxrlab.serve.app import serve
 
-        serve(model, host=host, port=port, device=_check_device(device))
+        serve(model, host=host, port=port, device=device)

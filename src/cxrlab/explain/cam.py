@@ -12,21 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrlab.config import CAM_METHODS, CamMethod
 from cxrlab.errors import ConfigError, suggest
 
 logger = logging.getLogger(__name__)
-
-CamMethod = Literal["gradcam", "gradcam++", "scorecam", "eigencam"]
-
-#: Registered CAM methods (CLI choices come from here).
-CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam", "eigencam")
 
 
 def layer_names(model: nn.Module, *, max_depth: int | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Callbacks: per-epoch history CSV, checkpoints written atomically, weight EMA."""
+"""Callbacks: per-epoch history CSV, checkpoints written atomically, weight EMA, progress bar."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import pandas as pd
-from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, WeightAveraging
 from torch import Tensor
 
 from cxrlab.io import write_csv
@@ -87,3 +87,18 @@ class HistoryCSV(L.Callback):
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
         if trainer.is_global_zero:
             write_csv(self.path, pd.DataFrame(self.rows))
+
+
+class EpochProgressBar(RichProgressBar):
+    """Lightning's Rich progress bar counting epochs from 1: "Epoch 3/3" in the last of three.
+
+    (Lightning's own shows the 0-based index over ``max_epochs - 1``: "Epoch 2/2".)
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs}"
+        if len(self.validation_description) > len(description):
+            description = f"{description:{len(self.validation_description)}}"
+        return description

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cxrlab.config import TrainConfig
+from cxrlab.config import RECIPE_FIELDS, TrainConfig
 from cxrlab.models.registry import get_spec
 from cxrlab.training.augment import AugmentParams
 
@@ -84,19 +84,7 @@ def resolve_recipe(config: TrainConfig) -> Recipe:
     """Fill every unset option of ``config`` from its model's recipe."""
     spec = get_spec(config.model)
     base = dict(_DEFAULTS[spec.recipe])
-    for field in (
-        "epochs",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "label_smoothing",
-        "optimizer",
-        "scheduler",
-        "warmup_epochs",
-        "early_stopping_patience",
-        "monitor",
-        "ema_decay",
-    ):
+    for field in RECIPE_FIELDS:
         value = getattr(config, field)
         if value is not None:
             base[field] = value
@@ -105,3 +93,19 @@ def resolve_recipe(config: TrainConfig) -> Recipe:
         base["augment"] = AugmentParams(**config.augment.model_dump(), fill=fill)
     base["image_size"] = config.image_size or spec.image_size
     return Recipe(**base)
+
+
+def resolved_config(config: TrainConfig, recipe: Recipe | None = None) -> TrainConfig:
+    """``config`` with every value its recipe decides written in: what config.yaml records.
+
+    ``resolve_recipe(resolved_config(c)) == resolve_recipe(c)``, so the saved file reproduces the
+    run, and a ``--resume`` that reads it back trains with the same values.
+    """
+    from cxrlab.config import AugmentConfig
+
+    recipe = recipe or resolve_recipe(config)
+    values = config.model_dump()
+    values.update({name: getattr(recipe, name) for name in RECIPE_FIELDS})
+    values["image_size"] = recipe.image_size
+    values["augment"] = {name: getattr(recipe.augment, name) for name in AugmentConfig.model_fields}
+    return TrainConfig.model_validate(values)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,14 +18,11 @@ from cxrlab.config import TrainConfig, save_config
 from cxrlab.data.cache import ImageCache, ProgressFn, build_cache
 from cxrlab.data.classes import order_classes
 from cxrlab.errors import ConfigError, DataError, RunDirError
-from cxrlab.io import write_csv, write_json
+from cxrlab.io import write_json
 from cxrlab.rundir import RunDir
-from cxrlab.training.recipes import Recipe, resolve_recipe
+from cxrlab.training.recipes import Recipe, resolve_recipe, resolved_config
 
 log = logging.getLogger(__name__)
-
-#: Written last by a successful training; its presence marks a finished run.
-SUMMARY_FILE = "train_summary.json"
 
 
 @dataclass
@@ -58,24 +57,51 @@ def check_run_dir(config: TrainConfig) -> None:
         )
     if not out.exists() or not any(out.iterdir()):
         return
-    is_run = (out / "config.yaml").exists()
+    run = RunDir(out)
     if config.overwrite:
-        if not is_run:
+        if not run.holds_run():
             raise RunDirError(
-                f"{out} is not empty and is not a cxrlab run directory (no config.yaml); refusing "
-                "to overwrite it even with --overwrite. Choose another --out."
+                f"{out} is not empty and is not a cxrlab run directory (no {RunDir.CONFIG}); "
+                "refusing to overwrite it even with --overwrite. Choose another --out."
             )
         shutil.rmtree(out)
         return
     if config.resume:
-        if not (out / "checkpoints" / "last.ckpt").exists():
-            raise RunDirError(f"Cannot resume: {out}/checkpoints/last.ckpt does not exist.")
+        if not run.last_checkpoint.exists():
+            raise RunDirError(f"Cannot resume: {run.last_checkpoint} does not exist.")
         return
-    state = "a finished run" if (out / SUMMARY_FILE).exists() else "an unfinished run"
+    state = "a finished run" if run.is_finished() else "an unfinished run"
     raise RunDirError(
         f"{out} already holds {state}. Pass --resume to continue it, --overwrite to replace it, "
         "or choose another --out."
     )
+
+
+@contextlib.contextmanager
+def _cleaned_up_on_early_failure(run: RunDir, enabled: bool) -> Iterator[None]:
+    """Remove what this training creates in ``run`` if it fails before an epoch is saved.
+
+    A run that dies before its first ``last.ckpt`` (no weights downloadable, an empty split, a
+    crash in the first epoch) would otherwise leave a config.yaml behind, and the next training
+    into the same --out would be refused as "an unfinished run". Only entries that did not exist
+    when training started are removed, and only folders this run created (when empty).
+    """
+    created = [p for p in (run.path, *run.path.parents) if not p.exists()]  # deepest first
+    before = set(run.path.iterdir()) if run.path.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        if enabled and run.path.is_dir() and not run.last_checkpoint.exists():
+            log.info("Training failed before its first epoch was saved; removing %s", run.path)
+            for entry in set(run.path.iterdir()) - before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
 
 
 def prepare_data(
@@ -167,15 +193,13 @@ def _trainer_kwargs(config: TrainConfig) -> dict:
 
 def _check_resume_schedule(config: TrainConfig, recipe: Recipe) -> None:
     """Step-based schedules (one-cycle, cosine) are laid out over the epochs: no extending."""
-    import yaml
-
-    saved_path = config.out / "config.yaml"
-    if not (config.resume and saved_path.exists()) or recipe.scheduler not in (
+    run = RunDir(config.out)
+    if not (config.resume and run.config.exists()) or recipe.scheduler not in (
         "onecycle",
         "cosine",
     ):
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
+    saved = run.read_config()
     saved_recipe = resolve_recipe(TrainConfig(**saved))
     if saved_recipe.epochs != recipe.epochs:
         raise ConfigError(
@@ -203,34 +227,91 @@ def train(
         callbacks: Extra Lightning callbacks (e.g. for custom logging).
     """
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping
     from lightning.pytorch.utilities import rank_zero_only
 
-    from cxrlab.models.classifier import create_classifier
-    from cxrlab.training.callbacks import AtomicModelCheckpoint, HistoryCSV, WeightEMA
-    from cxrlab.training.data import CachedDataModule
     from cxrlab.training.environment import collect_environment
-    from cxrlab.training.module import CxrLightningModule
+    from cxrlab.training.loggers import check_logger_installed
 
     if not config.data.exists():
         raise DataError(f"Dataset folder {config.data} does not exist. Check --data.")
+    check_logger_installed(config.logger)
+    run = RunDir(config.out)
     is_zero = rank_zero_only.rank == 0
-    if is_zero and not (config.resume and (config.out / "split.csv").exists()):
+    if is_zero and not (config.resume and run.has_split()):
         check_run_dir(config)
     trainer_kwargs = _trainer_kwargs(config)
     recipe: Recipe = resolve_recipe(config)
     _check_resume_schedule(config, recipe)
     L.seed_everything(config.seed, workers=True, verbose=False)
 
-    data = prepare_data(config, recipe.image_size, progress)
-    split, classes = data.split, data.classes
-    if is_zero:
-        config.out.mkdir(parents=True, exist_ok=True)
-        save_config(config, config.out / "config.yaml")
-        write_json(config.out / "environment.json", collect_environment(config.seed))
-        write_csv(config.out / "split.csv", split)
-        write_json(config.out / "classes.json", classes)
+    with _cleaned_up_on_early_failure(run, enabled=is_zero and not config.resume):
+        data = prepare_data(config, recipe.image_size, progress)
+        split, classes = data.split, data.classes
+        saved = resolved_config(config, recipe)
+        if is_zero:
+            run.path.mkdir(parents=True, exist_ok=True)
+            save_config(saved, run.config)
+            write_json(run.environment, collect_environment(config.seed))
+            run.write_split(split)
+            run.write_classes(classes)
+        trainer, checkpoint, seconds = _fit(saved, recipe, trainer_kwargs, data, run, callbacks)
 
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else run.last_checkpoint
+    score = checkpoint.best_model_score
+    result = TrainResult(
+        run_dir=config.out,
+        best_checkpoint=best,
+        monitor=recipe.monitor,
+        best_score=float(score) if score is not None else None,
+        epochs_run=trainer.current_epoch,
+        seconds=seconds,
+        classes=classes,
+    )
+    if trainer.is_global_zero:
+        write_json(
+            run.summary,
+            {
+                "best_checkpoint": str(best.resolve().relative_to(config.out.resolve())),
+                "monitor": result.monitor,
+                "best_score": result.best_score,
+                "epochs_run": result.epochs_run,
+                "seconds": seconds,
+                "recipe": _recipe_dict(recipe),
+                "precision": trainer_kwargs["precision"],
+                "world_size": trainer.world_size,
+            },
+        )
+    return result
+
+
+def _fit(
+    config: TrainConfig,
+    recipe: Recipe,
+    trainer_kwargs: dict,
+    data: PreparedData,
+    run: RunDir,
+    callbacks: list | None,
+):
+    """Build the model, the callbacks and the Trainer, and fit; returns (trainer, best, seconds).
+
+    Args:
+        config: The resolved config (what config.yaml holds), logged as hyper-parameters.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from cxrlab.models.classifier import create_classifier
+    from cxrlab.training.callbacks import (
+        AtomicModelCheckpoint,
+        EpochProgressBar,
+        HistoryCSV,
+        WeightEMA,
+    )
+    from cxrlab.training.data import CachedDataModule
+    from cxrlab.training.loggers import create_loggers
+    from cxrlab.training.module import CxrLightningModule
+
+    split, classes = data.split, data.classes
     label_ids = split["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     datamodule = CachedDataModule(
         data.cache.read(),
@@ -260,10 +341,9 @@ def train(
     if config.compile:
         module.model = torch.compile(module.model)
 
-    ckpt_dir = config.out / "checkpoints"
     checkpoint = AtomicModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
+        dirpath=run.checkpoints,
+        filename=RunDir.BEST,
         monitor=recipe.monitor,
         mode=recipe.monitor_mode,
         save_top_k=1,
@@ -274,27 +354,32 @@ def train(
     # own save_last only rewrites it in epochs where the best one improved, so a resumed run
     # would repeat the epochs since the last improvement.)
     latest = AtomicModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False
+        dirpath=run.checkpoints, filename=RunDir.LAST, save_top_k=1, enable_version_counter=False
     )
-    callbacks = [checkpoint, latest, HistoryCSV(config.out / "history.csv"), *(callbacks or [])]
+    callbacks = [checkpoint, latest, HistoryCSV(run.history), *(callbacks or [])]
+    if config.progress:
+        callbacks.append(EpochProgressBar())
     if recipe.ema_decay:
         callbacks.append(WeightEMA(recipe.ema_decay))
     if recipe.early_stopping_patience:
         callbacks.append(
             EarlyStopping(monitor="val_loss", mode="min", patience=recipe.early_stopping_patience)
         )
+    loggers = create_loggers(config.logger, run.path)
+    for logger in loggers:
+        logger.log_hyperparams(config.to_yaml_dict())
     trainer = L.Trainer(
         **trainer_kwargs,
         max_epochs=recipe.epochs,
         callbacks=callbacks,
-        logger=False,
+        logger=loggers or False,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        default_root_dir=config.out,
+        default_root_dir=run.path,
         log_every_n_steps=1,
     )
-    last = ckpt_dir / "last.ckpt"
+    last = run.last_checkpoint
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Advice that does not apply: batches come from memory (no workers needed) and the
@@ -309,34 +394,7 @@ def train(
             datamodule=datamodule,
             ckpt_path=str(last) if config.resume and last.exists() else None,
         )
-    seconds = time.perf_counter() - start
-
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
-    score = checkpoint.best_model_score
-    result = TrainResult(
-        run_dir=config.out,
-        best_checkpoint=best,
-        monitor=recipe.monitor,
-        best_score=float(score) if score is not None else None,
-        epochs_run=trainer.current_epoch,
-        seconds=seconds,
-        classes=classes,
-    )
-    if trainer.is_global_zero:
-        write_json(
-            config.out / SUMMARY_FILE,
-            {
-                "best_checkpoint": str(best.resolve().relative_to(config.out.resolve())),
-                "monitor": result.monitor,
-                "best_score": result.best_score,
-                "epochs_run": result.epochs_run,
-                "seconds": seconds,
-                "recipe": _recipe_dict(recipe),
-                "precision": trainer_kwargs["precision"],
-                "world_size": trainer.world_size,
-            },
-        )
-    return result
+    return trainer, checkpoint, time.perf_counter() - start
 
 
 def _recipe_dict(recipe: Recipe) -> dict:
