@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from PIL import Image
 
-from cxrlab.evaluation import figures as F
+from cxrlab.reports import figures as F
 from cxrlab.evaluation.calibration import apply_temperature, reliability_curve
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]

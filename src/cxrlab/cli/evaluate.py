@@ -22,7 +22,7 @@ def _rich_metrics_table(title: str, rows: list[tuple[str, str]]) -> Table:
 def print_evaluation(result) -> None:
     """Print an :class:`~cxrlab.evaluation.EvaluationResult` as Rich tables."""
     from cxrlab.evaluation.evaluate import SEED_PUBLISHED
-    from cxrlab.evaluation.tables import METRIC_DISPLAY, format_ci, format_value
+    from cxrlab.reports.tables import METRIC_DISPLAY, format_ci, format_value
 
     m = result.metrics
     b = m["bootstrap"]
@@ -168,7 +168,7 @@ def register(app: typer.Typer) -> None:
         """K-fold cross-validation over S seeds: train, evaluate, summarise (resumable)."""
         from cxrlab.cli.common import progress_callback
         from cxrlab.cli.train import build_train_config
-        from cxrlab.evaluation.cv import run_cv
+        from cxrlab.training.cv import run_cv
 
         options = dict(
             data=data, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -192,8 +192,8 @@ def register(app: typer.Typer) -> None:
 
 
 def print_cv(result) -> None:
-    """Print a :class:`~cxrlab.evaluation.CVResult` as a Rich table."""
-    from cxrlab.evaluation.cv import cv_table
+    """Print a :class:`~cxrlab.training.cv.CVResult` as a Rich table."""
+    from cxrlab.evaluation.cv_summary import cv_table
 
     table = Table(
         title=f"{result.out_dir}: {result.summary['n_runs']} runs "

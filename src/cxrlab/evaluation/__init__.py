@@ -1,4 +1,4 @@
-"""Evaluation: metrics with bootstrap CIs, calibration, run comparison, CV, tables and figures.
+"""Evaluation: metrics with bootstrap CIs, calibration, run comparison and the CV summary.
 
 Module map:
 
@@ -6,10 +6,12 @@ Module map:
 * :mod:`~cxrlab.evaluation.bootstrap`: stratified percentile bootstrap CIs, paired differences.
 * :mod:`~cxrlab.evaluation.calibration`: reliability curves, temperature scaling.
 * :mod:`~cxrlab.evaluation.predictions`: reading/validating/writing ``predictions/<split>.csv``.
-* :mod:`~cxrlab.evaluation.figures` and :mod:`~cxrlab.evaluation.tables`: paper outputs.
 * :mod:`~cxrlab.evaluation.evaluate`: :func:`evaluate_run` on a run directory.
 * :mod:`~cxrlab.evaluation.compare`: :func:`compare_runs` (McNemar, paired bootstrap).
-* :mod:`~cxrlab.evaluation.cv`: :func:`run_cv` and :func:`summarize_cv`.
+* :mod:`~cxrlab.evaluation.cv_summary`: :func:`summarize_cv` of a cross-validation's runs.
+
+Tables and figures of these results are in :mod:`cxrlab.reports`; training the runs of a
+cross-validation is :func:`cxrlab.training.cv.run_cv`.
 """
 
 from cxrlab.evaluation.bootstrap import bootstrap_metrics, paired_bootstrap_difference
@@ -20,7 +22,7 @@ from cxrlab.evaluation.calibration import (
     temperature_scaling,
 )
 from cxrlab.evaluation.compare import ComparisonResult, compare_runs, mcnemar_exact
-from cxrlab.evaluation.cv import CVResult, run_cv, summarize_cv
+from cxrlab.evaluation.cv_summary import summarize_cv
 from cxrlab.evaluation.evaluate import EvaluationResult, evaluate_run
 from cxrlab.evaluation.metrics import (
     UndefinedMetricWarning,
@@ -38,7 +40,6 @@ from cxrlab.evaluation.metrics import (
 from cxrlab.evaluation.predictions import Predictions, read_predictions, write_predictions
 
 __all__ = [
-    "CVResult",
     "ComparisonResult",
     "EvaluationResult",
     "Predictions",
@@ -61,7 +62,6 @@ __all__ = [
     "read_predictions",
     "reliability_curve",
     "roc_auc_ovr",
-    "run_cv",
     "specificity",
     "summarize_cv",
     "temperature_scaling",

@@ -15,7 +15,6 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from cxrlab.errors import DataError
-from cxrlab.evaluation import tables
 from cxrlab.evaluation.bootstrap import (
     bootstrap_metrics,
     bootstrap_settings,
@@ -32,6 +31,7 @@ from cxrlab.evaluation.runs import (
     run_classes,
 )
 from cxrlab.io import write_json, write_text
+from cxrlab.reports import tables
 
 logger = logging.getLogger(__name__)
 

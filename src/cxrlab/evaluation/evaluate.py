@@ -32,7 +32,6 @@ import pandas as pd
 
 from cxrlab import __version__
 from cxrlab.errors import DataError
-from cxrlab.evaluation import figures, tables
 from cxrlab.evaluation.bootstrap import bootstrap_metrics
 from cxrlab.evaluation.calibration import (
     calibration_summary,
@@ -48,6 +47,7 @@ from cxrlab.evaluation.runs import (
     run_classes,
 )
 from cxrlab.io import write_json
+from cxrlab.reports import figures, tables
 
 logger = logging.getLogger(__name__)
 
