@@ -2,8 +2,8 @@
 
 For each model (randomly initialised: speed does not depend on the weights) the classifier is
 exported with ``cxrlab.inference.export.export_onnx`` and both back-ends are timed on the same
-random (N, 1, S, S) float32 batches: warm-up runs first, then timed repeats alternating eager and ONNX
-Runtime so that load from other processes hits both alike. PyTorch runs under
+random (N, 1, S, S) float32 batches: warm-up runs first, then timed repeats alternating eager and
+ONNX Runtime so that load from other processes hits both alike. PyTorch runs under
 ``torch.inference_mode()``; both use the same thread count (one per available core by default),
 ONNX Runtime with full graph optimisation (``ORT_ENABLE_ALL``: constant folding, Conv+BN+ReLU
 fusion, NCHWc layouts). The median time per batch is reported.

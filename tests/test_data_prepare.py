@@ -251,7 +251,7 @@ def test_manifest_validation(synth_dataset, tmp_path):
 
 
 def test_cv_uses_one_split_seed_for_every_training_seed(tmp_path, monkeypatch):
-    from cxrlab.evaluation import cv
+    from cxrlab.training import cv
 
     calls = []
     monkeypatch.setattr("cxrlab.training.train", lambda config, progress=None: calls.append(config))

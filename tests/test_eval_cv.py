@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from cxrlab.cli import app
 from cxrlab.config import load_config
 from cxrlab.errors import ConfigError, DataError
-from cxrlab.evaluation.cv import run_cv, summarize_cv
+from cxrlab.evaluation.cv_summary import summarize_cv
 from cxrlab.evaluation.metrics import compute_metrics
+from cxrlab.training.cv import run_cv
 
 CLASSES = ["COVID", "Normal"]
 N_IMAGES = 40

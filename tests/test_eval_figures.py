@@ -9,8 +9,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from PIL import Image
 
-from cxrlab.evaluation import figures as F
 from cxrlab.evaluation.calibration import apply_temperature, reliability_curve
+from cxrlab.reports import figures as F
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
 

@@ -10,7 +10,7 @@ import pytest
 from cxrlab.evaluation import evaluate_run
 from cxrlab.evaluation.calibration import T_BOUNDS, temperature_scaling
 from cxrlab.evaluation.compare import compare_runs
-from cxrlab.evaluation.cv import summarize_cv, write_cv_summary
+from cxrlab.evaluation.cv_summary import summarize_cv, write_cv_summary
 from cxrlab.evaluation.operating_points import (
     apply_operating_points,
     binary_summary,

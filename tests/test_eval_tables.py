@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 
-from cxrlab.evaluation import tables as T
+from cxrlab.reports import tables as T
 
 
 def test_format_ci_percent_and_decimal():

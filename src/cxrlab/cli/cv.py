@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
         adopt_lightning_logging()
         from cxrlab.cli.train import build_train_config
-        from cxrlab.evaluation.cv import run_cv
+        from cxrlab.training.cv import run_cv
 
         placeholder = out or Path("runs") / "cv"
         cfg = build_train_config(
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
 
 def print_cv(result) -> None:
     """Print a :class:`~cxrlab.evaluation.CVResult` as a Rich table."""
-    from cxrlab.evaluation.cv import cv_table
+    from cxrlab.evaluation.cv_summary import cv_table
 
     table = Table(
         title=f"{result.out_dir}: {result.summary['n_runs']} runs "

@@ -23,7 +23,7 @@ def _rich_metrics_table(title: str, rows: list[tuple[str, str]]) -> Table:
 def print_evaluation(result) -> None:
     """Print an :class:`~cxrlab.evaluation.EvaluationResult` as Rich tables."""
     from cxrlab.evaluation.evaluate import SEED_PUBLISHED
-    from cxrlab.evaluation.tables import METRIC_DISPLAY, format_ci, format_value
+    from cxrlab.reports.tables import METRIC_DISPLAY, format_ci, format_value
 
     m = result.metrics
     b = m["bootstrap"]

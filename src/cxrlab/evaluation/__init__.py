@@ -1,4 +1,4 @@
-"""Evaluation: metrics with bootstrap CIs, calibration, run comparison, CV, tables and figures.
+"""Evaluation: metrics with bootstrap CIs, calibration, run comparison and the CV summary.
 
 Module map:
 
@@ -10,10 +10,12 @@ Module map:
 * :mod:`~cxrlab.evaluation.operating_points`: thresholds chosen on val, applied to test.
 * :mod:`~cxrlab.evaluation.calibration`: reliability curves, temperature scaling.
 * :mod:`~cxrlab.evaluation.predictions`: reading/validating/writing ``predictions/<split>.csv``.
-* :mod:`~cxrlab.evaluation.figures` and :mod:`~cxrlab.evaluation.tables`: paper outputs.
 * :mod:`~cxrlab.evaluation.evaluate`: :func:`evaluate_run` on a run directory.
 * :mod:`~cxrlab.evaluation.compare`: :func:`compare_runs` (McNemar, paired bootstrap).
-* :mod:`~cxrlab.evaluation.cv`: :func:`run_cv` and :func:`summarize_cv`.
+* :mod:`~cxrlab.evaluation.cv_summary`: :func:`summarize_cv` of a cross-validation's runs.
+
+Tables and figures of these results are in :mod:`cxrlab.reports`; training the runs of a
+cross-validation is :func:`cxrlab.training.cv.run_cv`.
 """
 
 from cxrlab.evaluation.bootstrap import bootstrap_metrics, paired_bootstrap_difference
@@ -25,7 +27,7 @@ from cxrlab.evaluation.calibration import (
     temperature_scaling,
 )
 from cxrlab.evaluation.compare import ComparisonResult, compare_runs, mcnemar_exact
-from cxrlab.evaluation.cv import CVResult, run_cv, summarize_cv
+from cxrlab.evaluation.cv_summary import summarize_cv
 from cxrlab.evaluation.delong import delong_ovr, delong_test
 from cxrlab.evaluation.evaluate import EvaluationResult, evaluate_run
 from cxrlab.evaluation.intervals import clopper_pearson, proportion_interval
@@ -46,7 +48,6 @@ from cxrlab.evaluation.operating_points import apply_operating_points, operating
 from cxrlab.evaluation.predictions import Predictions, read_predictions, write_predictions
 
 __all__ = [
-    "CVResult",
     "ComparisonResult",
     "EvaluationResult",
     "Predictions",
@@ -76,7 +77,6 @@ __all__ = [
     "read_predictions",
     "reliability_curve",
     "roc_auc_ovr",
-    "run_cv",
     "specificity",
     "summarize_cv",
     "temperature_scaling",

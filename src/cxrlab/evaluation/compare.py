@@ -21,7 +21,6 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from cxrlab.errors import CxrlabError, DataError
-from cxrlab.evaluation import tables
 from cxrlab.evaluation.bootstrap import (
     bootstrap_metrics,
     bootstrap_settings,
@@ -35,6 +34,7 @@ from cxrlab.evaluation.runs import (
     load_predictions,
 )
 from cxrlab.io import write_json, write_text
+from cxrlab.reports import tables
 from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)

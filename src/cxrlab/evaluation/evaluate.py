@@ -37,7 +37,6 @@ import pandas as pd
 
 from cxrlab import __version__
 from cxrlab.errors import DataError
-from cxrlab.evaluation import figures, tables
 from cxrlab.evaluation.bootstrap import bootstrap_metrics
 from cxrlab.evaluation.calibration import (
     calibration_summary,
@@ -50,6 +49,7 @@ from cxrlab.evaluation.runs import (
     load_predictions,
 )
 from cxrlab.io import write_json
+from cxrlab.reports import figures, tables
 from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)

@@ -193,7 +193,7 @@ def apply_operating_points(
 
 def operating_points_table(points: Mapping[str, Any]) -> pd.DataFrame:
     """One row per (class, rule): threshold, test sensitivity/specificity/PPV/NPV with CIs, 2x2."""
-    from cxrlab.evaluation.tables import format_ci
+    from cxrlab.reports.tables import format_ci
 
     rows = []
     for c, rules in points["classes"].items():

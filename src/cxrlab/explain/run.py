@@ -210,7 +210,7 @@ def explain_run(
         overlay_paths.append(_save_png(rgb, out_dir / "overlays" / name))
 
     title = f"{method} on {layer} (target: {target}) - {Path(run.run_dir).name}"
-    from cxrlab.explain.panel import cam_panel
+    from cxrlab.reports.panel import cam_panel
 
     fig = cam_panel(
         grays, overlays_rgb, probs, classes=classes, labels=labels,

@@ -1,37 +1,32 @@
-"""Cross-validation: K folds x S seeds of training + evaluation, and their summary.
-
-Each (fold k, seed s) trains into ``<out>/fold{k}-seed{s}`` and is evaluated there. Finished runs
-(``train_summary.json`` present and ``metrics.json`` newer than the checkpoint) are skipped, and an
-interrupted one resumes from its ``last.ckpt``, so a CV is resumable by re-running the command.
+"""Cross-validation summary: the evaluated runs of a CV, read from their saved predictions.
 
 The summary gives each metric's mean, standard deviation (ddof=1), min and max across runs, and a
 pooled interval: the test predictions of all runs are pooled and bootstrapped by image (every
 prediction of one image, one per seed, is drawn together) stratified by class, so repeated
 predictions of the same image under several seeds are not counted as independent evidence.
+
+Training the runs is :func:`cxrlab.training.cv.run_cv`; the run-directory names it uses
+(:func:`cv_run_name`) are defined here, beside the parser that reads fold and seed back.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cxrlab.errors import ConfigError, DataError
-from cxrlab.evaluation import tables
+from cxrlab.errors import DataError
 from cxrlab.evaluation.bootstrap import bootstrap_metrics
 from cxrlab.evaluation.metrics import PER_CLASS_METRICS, SCALAR_METRICS, compute_metrics
 from cxrlab.evaluation.runs import load_predictions
 from cxrlab.io import write_json
+from cxrlab.reports import tables
 from cxrlab.rundir import RunDir
-
-logger = logging.getLogger(__name__)
 
 _RUN_NAME = re.compile(r"fold(\d+)-seed(\d+)$")
 
@@ -39,146 +34,6 @@ _RUN_NAME = re.compile(r"fold(\d+)-seed(\d+)$")
 def cv_run_name(fold: int, seed: int) -> str:
     """Directory name of one CV run."""
     return f"fold{fold}-seed{seed}"
-
-
-@dataclass
-class CVResult:
-    """What :func:`run_cv` did.
-
-    Attributes:
-        out_dir: The CV folder.
-        run_dirs: Every run directory, fold-major.
-        trained: Runs trained (or resumed) by this call.
-        skipped: Finished runs reused as they were.
-        summary: :func:`summarize_cv`'s dict (also in ``cv_summary.json``).
-        files: Written files by short name.
-    """
-
-    out_dir: Path
-    run_dirs: list[Path]
-    trained: list[Path]
-    skipped: list[Path]
-    summary: dict[str, Any]
-    files: dict[str, Path] = field(default_factory=dict)
-
-
-def _finished(run_dir: Path, n_boot: int, seed: int) -> bool:
-    """Training finished; metrics.json (same settings and format) is newer than the checkpoint."""
-    import json
-
-    run = RunDir(run_dir)
-    metrics = run.metrics
-    ckpt = run.find_checkpoint()
-    if not run.is_finished() or not metrics.is_file() or ckpt is None:
-        return False
-    if metrics.stat().st_mtime < ckpt.stat().st_mtime:
-        return False
-    from cxrlab.evaluation.evaluate import METRICS_FORMAT
-
-    try:
-        saved = json.loads(metrics.read_text())
-    except json.JSONDecodeError:
-        return False
-    b = saved.get("bootstrap", {})
-    current = saved.get("format") == METRICS_FORMAT  # older conventions: re-evaluate
-    return current and b.get("n_boot") == n_boot and b.get("seed") == seed
-
-
-def run_cv(
-    config,
-    *,
-    folds: int,
-    seeds: int | Sequence[int],
-    n_boot: int = 1000,
-    eval_seed: int = 0,
-    device=None,
-    progress=None,
-    make_figures: bool = True,
-) -> CVResult:
-    """Train and evaluate every (fold, seed) of a K-fold cross-validation, then summarise.
-
-    Args:
-        config: A :class:`cxrlab.config.TrainConfig`; ``config.out`` is the CV folder; its
-            ``split.folds``, ``split.fold``, ``seed`` and ``out`` are set per run, and
-            ``split.seed`` to ``config.split.seed`` (else ``config.seed``) for every run, so all
-            training seeds share the folds.
-        folds: K >= 2.
-        seeds: S (seeds 0..S-1) or an explicit list of seeds.
-        n_boot: Bootstrap resamples for each run's and the pooled CIs.
-        eval_seed: Bootstrap seed.
-        device: Device for predictions (training follows ``config.accelerator``).
-        progress: Passed to :func:`cxrlab.training.train` (cache decoding progress).
-        make_figures: Draw each run's figures (off: metrics and tables only, faster).
-
-    Returns:
-        A :class:`CVResult`; ``cv_summary.{json,md,tex}`` are written into ``config.out``.
-    """
-    from cxrlab.evaluation.evaluate import evaluate_run
-    from cxrlab.training import train
-
-    if folds < 2:
-        raise ConfigError(f"--folds must be at least 2, got {folds}.")
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ConfigError("--seeds must be at least 1.")
-    if len(set(seed_list)) != len(seed_list):
-        raise ConfigError(f"Seeds must be distinct, got {seed_list}.")
-    out = Path(config.out)
-    # One split seed for every training seed: the folds stay fixed, so the spread across seeds
-    # is training variance, not split variance.
-    split_seed = config.split.seed if config.split.seed is not None else config.seed
-    run_dirs, trained, skipped = [], [], []
-    total = folds * len(seed_list)
-    for k in range(folds):
-        for s in seed_list:
-            run_dir = out / cv_run_name(k, s)
-            run_dirs.append(run_dir)
-            position = len(run_dirs)
-            if _finished(run_dir, n_boot, eval_seed):
-                logger.info("[%d/%d] %s is finished; reusing it", position, total, run_dir)
-                skipped.append(run_dir)
-                continue
-            run = RunDir(run_dir)
-            if not run.is_finished():
-                resume = run.last_checkpoint.is_file()
-                overwrite = not resume and run.holds_run()
-                cfg = config.model_copy(
-                    update={
-                        "out": run_dir,
-                        "seed": s,
-                        "split": config.split.model_copy(
-                            update={"folds": folds, "fold": k, "seed": split_seed}
-                        ),
-                        "resume": resume,
-                        "overwrite": overwrite,
-                    }
-                )
-                logger.info(
-                    "[%d/%d] training fold %d, seed %d into %s%s",
-                    position,
-                    total,
-                    k,
-                    s,
-                    run_dir,
-                    " (resuming)" if resume else "",
-                )
-                train(cfg, progress=progress)
-                trained.append(run_dir)
-            evaluate_run(
-                run_dir, n_boot=n_boot, seed=eval_seed, device=device, make_figures=make_figures
-            )
-    summary = summarize_cv(run_dirs, n_boot=n_boot, seed=eval_seed)
-    summary["folds"] = folds
-    summary["seeds"] = seed_list
-    files = write_cv_summary(summary, out)
-    return CVResult(
-        out_dir=out,
-        run_dirs=run_dirs,
-        trained=trained,
-        skipped=skipped,
-        summary=summary,
-        files=files,
-    )
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
