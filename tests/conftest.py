@@ -7,10 +7,13 @@
 * ``tiny_layout`` (function): a factory writing a few random-noise PNGs in a chosen layout, for
   tests of folder handling where image content does not matter.
 * ``rdb_mini`` (session): the real-data subset ``../shared/data/rdb-mini``, or a skip.
+* ``write_dicom`` (session): ``write_dicom(path, pixels, photometric="MONOCHROME2")`` writes a
+  12-bit DX DICOM file (``pixels=None``: a file without pixel data).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -24,6 +27,18 @@ from cxrlab.data.synth import synthesize
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 RDB_MINI = SHARED_DATA / "rdb-mini"
+
+
+@pytest.fixture(autouse=True)
+def _release_captured_warnings():
+    """Undo the CLI's ``logging.captureWarnings(True)`` after each test.
+
+    It replaces ``warnings.showwarning`` once per process; under pytest, whose per-test recorder
+    swaps ``showwarning`` too, a later test's CLI call would otherwise leave its warnings with an
+    earlier test's recorder instead of the log.
+    """
+    yield
+    logging.captureWarnings(False)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +62,31 @@ def rdb_mini() -> Path:
     if not root.is_dir():
         pytest.skip(f"real-data subset not found at {root}")
     return root
+
+
+def _write_dicom(path: Path, pixels: np.ndarray | None, photometric: str = "MONOCHROME2") -> Path:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX for presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    if pixels is not None:
+        ds.set_pixel_data(pixels, photometric, 12, generate_instance_uid=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_dicom():
+    """``write_dicom(path, pixels, photometric="MONOCHROME2") -> path`` (see the module doc)."""
+    return _write_dicom
 
 
 TinyLayout = Callable[..., Path]
@@ -133,6 +173,12 @@ def _informative_model(name: str, classes, size: int, *, in_chans: int = 1, seed
     with torch.no_grad():
         model(calib)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def seed_cnn_3class():
+    """An informative 3-class (COVID, Normal, Viral Pneumonia) seed CNN at 32 px, in eval mode."""
+    return _informative_model("seed-cnn", ("COVID", "Normal", "Viral Pneumonia"), 32)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cxrlab.cli import app, main
 from cxrlab.data.inspect import SUMMARY_COLUMNS, inspect_dataset
 from cxrlab.errors import DataError
-from cxrlab.rundir import test_set_fingerprint as fingerprint
+from cxrlab.rundir import split_fingerprint as fingerprint
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from cxrlab.cli import app
 from cxrlab.config import SplitConfig, load_config
 from cxrlab.data.prepare import load_manifest, prepare_split
 from cxrlab.errors import ConfigError, DataError
-from cxrlab.rundir import RunDir, read_split_csv
+from cxrlab.rundir import RunDir, read_split_csv, split_fingerprint
 from cxrlab.training import train
 
 TRUNCATED = "COVID-2.png"
@@ -35,13 +35,12 @@ def broken(synth_dataset, tmp_path) -> Path:
     return root
 
 
+#: A seconds-long training: the small demo CNN, 32 px, one epoch.
+QUICK = {"model": "small-cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "progress": False}
+
+
 def _config(data, out, tmp_path, **kw):
-    base = dict(
-        data=data, out=out, model="small-cnn", image_size=32, epochs=1, batch_size=8,
-        cache_dir=tmp_path / "cache", progress=False, seed=0,
-    )  # fmt: skip
-    base.update(kw)
-    return load_config(**base)
+    return load_config(data=data, out=out, cache_dir=tmp_path / "cache", **{**QUICK, **kw})
 
 
 def _assignment(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
@@ -79,6 +78,32 @@ def test_data_split_and_train_make_the_same_split_with_a_broken_file(broken, tmp
         skipped = pd.read_csv(listed, keep_default_na=False)
         assert [Path(p).name for p in skipped["path"]] == [TRUNCATED]
         assert skipped["kind"].tolist() == ["truncated"] and skipped["reason"].iat[0]
+
+
+def test_train_split_csv_uses_exactly_that_manifest(synth_dataset, tmp_path):
+    """`data split -o s.csv` then `train --split-csv s.csv --seed 7` trains on s.csv's split."""
+    runner = CliRunner()
+    manifest = tmp_path / "s.csv"
+    result = runner.invoke(
+        app, ["data", "split", str(synth_dataset), "--seed", "3", "-o", str(manifest)]
+    )
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(synth_dataset), "--split-csv", str(manifest), "--seed", "7",
+         "--out", str(run), "--model", "small-cnn", "--image-size", "32", "--epochs", "1",
+         "--cache-dir", str(tmp_path / "cache"), "--no-evaluate"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _assignment(RunDir(run).read_split()) == _assignment(read_split_csv(manifest))
+    assert (
+        RunDir(run).fingerprint()["sha1"] == split_fingerprint(read_split_csv(manifest))["sha1"]
+    )
+    # With its own seed 7 the run would have split differently.
+    assert _assignment(prepare_split(synth_dataset, seed=7).manifest) != _assignment(
+        read_split_csv(manifest)
+    )
 
 
 def test_decode_check_runs_without_near_duplicates_and_strict_refuses(broken, tmp_path):
@@ -271,35 +296,17 @@ def test_cv_uses_one_split_seed_for_every_training_seed(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------- DICOM
 
 
-def _write_dicom(path: Path, pixels: np.ndarray) -> Path:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX for presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.set_pixel_data(pixels, "MONOCHROME2", 12, generate_instance_uid=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 @pytest.fixture
-def dicom_dataset(tmp_path) -> Path:
+def dicom_dataset(tmp_path, write_dicom) -> Path:
     """Two classes x 8 distinct 12-bit DICOMs (one suffix-less), and one truncated file."""
     root = tmp_path / "dicoms"
     rng = np.random.default_rng(0)
     for cls in ("COVID", "Normal"):
         for i in range(1, 9):
             name = f"{cls}-{i}" if i == 8 else f"{cls}-{i}.dcm"
-            _write_dicom(root / cls / name, rng.integers(0, 4096, (40, 40), dtype=np.uint16))
+            write_dicom(root / cls / name, rng.integers(0, 4096, (40, 40), dtype=np.uint16))
     bad = root / "COVID" / "COVID-9.dcm"
-    data = _write_dicom(bad, rng.integers(0, 4096, (40, 40), dtype=np.uint16)).read_bytes()
+    data = write_dicom(bad, rng.integers(0, 4096, (40, 40), dtype=np.uint16)).read_bytes()
     bad.write_bytes(data[: len(data) - 1000])
     return root
 

@@ -16,7 +16,7 @@ from cxrlab.data.splits import (
     split_counts,
 )
 from cxrlab.errors import ConfigError, DataError
-from cxrlab.rundir import test_set_fingerprint as fingerprint
+from cxrlab.rundir import split_fingerprint as fingerprint
 
 
 def _index(counts: dict[str, int], *, sources: dict[str, list[str]] | None = None) -> pd.DataFrame:
@@ -169,7 +169,7 @@ def test_kfold_by_source():
         assert (split_counts(split)["test"] > 0).all()
 
 
-def test_test_set_fingerprint_by_hand():
+def test_split_fingerprint_by_hand():
     # The one fingerprint of a split (cxrlab.rundir), which `cxrlab data split` prints.
     def split_hash(frame, which="test"):
         return fingerprint(frame, which)["sha1"]

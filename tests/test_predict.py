@@ -27,27 +27,10 @@ CLASSES = ("COVID", "Normal", "Viral Pneumonia")
 SIZE = 32
 
 
-def _dicom(path: Path, pixels: np.ndarray | None) -> Path:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    if pixels is not None:
-        ds.set_pixel_data(pixels, "MONOCHROME1", 12, generate_instance_uid=False)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 @pytest.fixture(scope="module")
-def model(informative_model):
-    return informative_model("seed-cnn", CLASSES, SIZE)
+def model(seed_cnn_3class):
+    assert seed_cnn_3class.meta.classes == CLASSES and seed_cnn_3class.meta.image_size == SIZE
+    return seed_cnn_3class
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +39,7 @@ def ckpt(model, tmp_path_factory):
 
 
 @pytest.fixture()
-def folder(tmp_path):
+def folder(tmp_path, write_dicom):
     """A folder mixing good images of every flavour with bad files, in nested folders."""
     rng = np.random.default_rng(0)
     root = tmp_path / "inputs"
@@ -65,8 +48,12 @@ def folder(tmp_path):
     Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / "c_rgb.jpg")
     Image.fromarray(rng.integers(0, 65535, (30, 30), dtype=np.uint16)).save(root / "d_16bit.png")
     Image.fromarray(rng.integers(0, 256, (36, 36), dtype=np.uint8)).save(root / "e.tiff")
-    _dicom(root / "b_nested" / "f.dcm", rng.integers(0, 4096, (48, 48), dtype=np.uint16))
-    _dicom(root / "b_nested" / "g_no_pixels.dcm", None)
+    write_dicom(
+        root / "b_nested" / "f.dcm",
+        rng.integers(0, 4096, (48, 48), dtype=np.uint16),
+        "MONOCHROME1",
+    )
+    write_dicom(root / "b_nested" / "g_no_pixels.dcm", None)
     (root / "b_nested" / "h_empty.png").write_bytes(b"")
     (root / "b_nested" / "i_text.png").write_text("not an image")
     (root / "notes.txt").write_text("ignored: not an image suffix")
@@ -264,3 +251,21 @@ def test_real_radiographs_predict_without_errors(ckpt, tmp_path):
     assert summary.n_files == len(files) and summary.n_errors == 0
     df = pd.read_csv(tmp_path / "real.csv")
     np.testing.assert_allclose(df[list(CLASSES)].sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_release_layout_masks_are_skipped_and_counted(ckpt, tiny_layout, tmp_path):
+    """A release-layout folder: ``<Class>/masks/*.png`` are lung masks, not X-rays."""
+    from typer.testing import CliRunner
+
+    from cxrlab.cli import app
+
+    root = tiny_layout({"COVID": 3, "Normal": 2}, layout="current", size=16, masks=True)
+    summary = predict_to_csv(ckpt, [root], tmp_path / "p.csv", progress=False)
+    rows = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert summary.n_files == 5 and summary.n_mask_files == 5
+    assert not rows["path"].str.contains("/masks/").any()
+    result = CliRunner().invoke(
+        app, ["predict", str(ckpt), str(root), "--out", str(tmp_path / "q.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Skipped 5 file(s) in lung-mask folders" in " ".join(result.output.split())

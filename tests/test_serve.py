@@ -20,8 +20,9 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def model(informative_model):
-    return informative_model("seed-cnn", CLASSES, SIZE)
+def model(seed_cnn_3class):
+    assert seed_cnn_3class.meta.classes == CLASSES and seed_cnn_3class.meta.image_size == SIZE
+    return seed_cnn_3class
 
 
 @pytest.fixture(scope="module")

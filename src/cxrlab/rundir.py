@@ -3,7 +3,7 @@
 A run directory is the unit of reproducibility (docs/ARCHITECTURE.md). Every module that reads or
 writes one goes through :class:`RunDir`, so no other module spells a run-dir file name, split.csv
 is parsed with one dtype policy, and the test-set fingerprint is computed by one function
-(:func:`test_set_fingerprint`, which ``cxrlab data split`` prints too).
+(:func:`split_fingerprint`, which ``cxrlab data split`` prints too).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def write_split_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
     return write_csv(path, frame)
 
 
-def test_set_fingerprint(frame: pd.DataFrame, which: str = "test") -> dict[str, Any]:
+def split_fingerprint(frame: pd.DataFrame, which: str = "test") -> dict[str, Any]:
     """Fingerprint of one split's content, to check that two runs share a test set.
 
     The sha1 of the sorted lines ``"<key>\\t<label>"`` of the rows in split ``which`` (all rows
@@ -265,12 +265,7 @@ class RunDir:
         """
         path = self.classes_file
         if path.is_file():
-            try:
-                classes = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise RunDirError(
-                    f"{path} is not valid JSON ({exc}); restore it or delete it."
-                ) from None
+            classes = self.read_json(path)
             if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
                 raise RunDirError(f"{path} must hold a JSON list of class names, got {classes!r}.")
             return classes
@@ -304,10 +299,13 @@ class RunDir:
         except FileNotFoundError:
             raise RunDirError(f"{path} does not exist.") from None
         except (OSError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{path} could not be read as JSON ({exc}).") from None
+            raise RunDirError(
+                f"{path} is not valid JSON ({exc}); restore it, or delete it and re-run the "
+                "command that writes it."
+            ) from None
 
     def fingerprint(self) -> dict[str, Any]:
-        """The test set's :func:`test_set_fingerprint` plus where it came from.
+        """The test set's :func:`split_fingerprint` plus where it came from.
 
         From split.csv when present (keyed by sha1 when recorded), else from the rows of
         predictions/test.csv.
@@ -323,7 +321,7 @@ class RunDir:
                 raise RunDirError(f"{self.path} has neither {self.SPLIT} nor predictions/test.csv.")
             rows = pd.read_csv(pred, keep_default_na=False, dtype=str, usecols=["path", "label"])
             source = f"{self.PREDICTIONS}/test.csv"
-        return {**test_set_fingerprint(rows), "from": source}
+        return {**split_fingerprint(rows), "from": source}
 
     def path_to_sha1(self) -> dict[str, str]:
         """Image path -> sha1 from split.csv ({} when unavailable)."""

@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         from cxrlab.data.splits import source_coverage, split_counts
         from cxrlab.errors import ConfigError
         from cxrlab.io import refuse_inside
-        from cxrlab.rundir import test_set_fingerprint, write_split_csv
+        from cxrlab.rundir import split_fingerprint, write_split_csv
 
         if method is not None and split_by not in (None, method):
             raise ConfigError(
@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]{len(prepared.skipped)} undecodable image(s) skipped[/]; listed in "
                 f"{prepared.skipped_csv}"
             )
-        fingerprint = test_set_fingerprint(split)
+        fingerprint = split_fingerprint(split)
         console.print(
             f"test set fingerprint {fingerprint['sha1']} ({fingerprint['n']} images, keyed by "
             f"{fingerprint['key']}); written to {out}"

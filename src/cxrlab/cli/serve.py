@@ -66,6 +66,11 @@ def register(app: typer.Typer) -> None:
             table.add_row(name, str(count))
         table.add_row("[red]unreadable (see `error` column)[/]", str(summary.n_errors))
         console.print(table)
+        if summary.n_mask_files:
+            console.print(
+                f"Skipped {summary.n_mask_files} file(s) in lung-mask folders (masks/), which are "
+                "not radiographs."
+            )
         console.print(f"Predictions written to [bold]{summary.out}[/]")
         if summary.cam_dir is not None:
             console.print(f"CAM overlays written to [bold]{summary.cam_dir}[/]")

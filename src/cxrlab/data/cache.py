@@ -26,7 +26,7 @@ import numpy as np
 
 from cxrlab.data.images import decode_many
 from cxrlab.errors import CxrlabError
-from cxrlab.io import write_json
+from cxrlab.io import file_sha1, write_json
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +90,6 @@ def cache_key(hashes: Sequence[str], size: int) -> str:
     return h.hexdigest()[:20]
 
 
-def _checksum(path: Path) -> str:
-    """sha1 of a file, read in chunks (no memory mapping)."""
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _decode_chunk(args: tuple[str, int, int, int, list[str]]) -> dict[int, str]:
     """Worker: decode ``paths`` into rows ``start..`` of the memmap at ``array_path``."""
     array_path, n, size, start, paths = args
@@ -121,7 +112,7 @@ def _open_existing(
         expected = n * size * size
         if array_path.stat().st_size != expected:
             problem = f"size {array_path.stat().st_size} bytes, expected {expected}"
-        elif _checksum(array_path) != meta.get("checksum"):
+        elif file_sha1(array_path) != meta.get("checksum"):
             problem = "checksum mismatch"
         else:
             errors = {int(k): v for k, v in meta.get("errors", {}).items()}
@@ -176,7 +167,7 @@ def build_cache(
     log.info("Decoding %d images at %dpx into %s", n, size, array_path)
     try:
         errors = _decode_all([str(p) for p in paths], tmp_path, n, size, workers, progress)
-        checksum = _checksum(tmp_path)
+        checksum = file_sha1(tmp_path)
         os.replace(tmp_path, array_path)
         write_json(
             meta_path,

@@ -15,7 +15,6 @@ the warning names.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -28,6 +27,7 @@ from cxrlab.config import SplitConfig
 from cxrlab.data.classes import order_classes
 from cxrlab.data.problems import SKIPPED_KINDS
 from cxrlab.errors import DataError, RunDirError
+from cxrlab.io import file_sha1
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def load_manifest(
         )
     # The image cache is keyed by sha1: hash the files as they are now, not as recorded.
     recorded = frame["sha1"] if "sha1" in frame.columns else pd.Series("", index=frame.index)
-    frame["sha1"] = [_sha1(p) for p in frame["path"]]
+    frame["sha1"] = [file_sha1(p) for p in frame["path"]]
     changed = (recorded != "") & (recorded != frame["sha1"])
     if changed.any():
         warnings.warn(
@@ -252,14 +252,6 @@ def load_manifest(
             stacklevel=2,
         )
     return frame, found
-
-
-def _sha1(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _skipped_frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:

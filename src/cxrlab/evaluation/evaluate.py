@@ -36,7 +36,6 @@ from typing import Any
 import pandas as pd
 
 from cxrlab import __version__
-from cxrlab.errors import DataError
 from cxrlab.evaluation.bootstrap import bootstrap_metrics
 from cxrlab.evaluation.calibration import (
     calibration_summary,
@@ -340,15 +339,10 @@ def _probe_summary(run_dir: Path) -> dict[str, Any] | None:
     Keeps its scalar entries (``shortcut_suspected``, ``split``, ``n_images``, the plain-language
     ``summary``...), plus the clean and per-probe accuracies; nested details stay in the file.
     """
-    path = RunDir(run_dir).probe
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.probe.is_file():
         return None
-    try:
-        probe = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path} is not valid JSON ({exc}); re-run the shortcut probe or delete it."
-        ) from None
+    probe = run.read_json(run.probe)
     if not isinstance(probe, dict):
         return {"probe": probe}
     if isinstance(probe.get("summary"), dict):

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,24 +201,17 @@ def probe_run(
     run_dir: str | os.PathLike,
     *,
     split: str = "test",
-    batch_size: int = 64,
     device: str | None = None,
-    attention: bool = True,
-    attention_max_images: int | None = 1000,
-    cam_layer: str | None = None,
-    seed: int = 0,
+    **options: Any,
 ) -> ProbeResult:
     """Run the shortcut probes on one split of a trained run and write ``RUN_DIR/probe.json``.
 
     Args:
         run_dir: A run directory written by ``cxrlab train``.
         split: Which split of split.csv to probe (default the test split).
-        batch_size: Images per forward pass.
         device: Where to run (default: CUDA when present).
-        attention: Compute the Grad-CAM lung attention summary when masks exist.
-        attention_max_images: Cap on the images given CAMs (a seeded random subset; None: all).
-        cam_layer: Layer of the lung attention CAMs (default: the model's ``cam_layer``).
-        seed: Seed of the source-probe folds and the attention subset.
+        options: The keyword options of :func:`probe_images` (``batch_size``, ``attention``,
+            ``attention_max_images``, ``cam_layer``, ``seed``).
 
     Returns:
         A :class:`ProbeResult`; the same content is in ``probe.json``.
@@ -226,8 +220,8 @@ def probe_run(
         RunDirError, CheckpointError: The run directory is incomplete.
         DataError: The split is empty or none of its images can be read.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
+    if options.get("batch_size", 1) < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {options['batch_size']}.")
     run = load_run(run_dir, device=device)
     size = run.meta.image_size
     rows = split_rows(run, split)
@@ -240,8 +234,7 @@ def probe_run(
     found = probe_images(
         run.model, images, rows["label"].astype(str).to_numpy(), masks=masks, mask_status=status,
         sources=rows["source"].astype(str).to_numpy(), paths=rows["path"].tolist(), split=split,
-        batch_size=batch_size, device=run.device, attention=attention,
-        attention_max_images=attention_max_images, cam_layer=cam_layer, seed=seed,
+        device=run.device, **options,
     )  # fmt: skip
     report = {
         "run_dir": str(run.run_dir),
