@@ -97,9 +97,7 @@ def test_train_split_csv_uses_exactly_that_manifest(synth_dataset, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert _assignment(RunDir(run).read_split()) == _assignment(read_split_csv(manifest))
-    assert (
-        RunDir(run).fingerprint()["sha1"] == split_fingerprint(read_split_csv(manifest))["sha1"]
-    )
+    assert RunDir(run).fingerprint()["sha1"] == split_fingerprint(read_split_csv(manifest))["sha1"]
     # With its own seed 7 the run would have split differently.
     assert _assignment(prepare_split(synth_dataset, seed=7).manifest) != _assignment(
         read_split_csv(manifest)
