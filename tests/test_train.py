@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from cxrlab.config import load_config
-from cxrlab.errors import CheckpointError, ConfigError, RunDirError
+from cxrlab.errors import CheckpointError, ConfigError, DataError, RunDirError
 from cxrlab.inference.split import predict_split
 from cxrlab.models import load_classifier
 from cxrlab.training import train
@@ -155,7 +155,7 @@ def test_same_seed_same_weights(synth_dataset, tmp_path):
 
 
 def test_out_inside_dataset_is_refused(synth_dataset, tmp_path):
-    with pytest.raises(RunDirError, match="never writes into a dataset"):
+    with pytest.raises(DataError, match="never writes into a dataset"):
         train(_config(synth_dataset, synth_dataset / "run", tmp_path))
 
 

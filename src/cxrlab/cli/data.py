@@ -52,10 +52,10 @@ def register(app: typer.Typer) -> None:
         dataset folder.
         """
         from cxrlab.data.inspect import inspect_dataset
-        from cxrlab.io import write_csv
+        from cxrlab.io import refuse_inside, write_csv
 
         if problems_csv is not None:
-            _refuse_inside(problems_csv, data)
+            refuse_inside(problems_csv, data, "--problems-csv")
         report = inspect_dataset(
             data, verify=verify, near_duplicates=near_duplicates, workers=workers
         )
@@ -192,19 +192,6 @@ def register(app: typer.Typer) -> None:
         )
         note = " with a planted shortcut" if shortcut else ""
         console.print(f"Wrote {per_class} synthetic images per class{note} to {root}")
-
-
-def _refuse_inside(target: Path, data: Path) -> None:
-    """Refuse to write ``target`` inside the dataset folder ``data``."""
-    from cxrlab.errors import DataError
-
-    target = target.expanduser().resolve()
-    root = data.expanduser().resolve()
-    if target == root or root in target.parents:
-        raise DataError(
-            f"{target} is inside the dataset folder {root}; cxrlab never writes into a dataset. "
-            "Choose an output path outside it."
-        )
 
 
 def _print_frame(frame, title: str) -> None:

@@ -18,7 +18,7 @@ from cxrlab.config import TrainConfig, save_config
 from cxrlab.data.cache import ImageCache, ProgressFn, build_cache
 from cxrlab.data.classes import order_classes
 from cxrlab.errors import ConfigError, DataError, RunDirError
-from cxrlab.io import write_json
+from cxrlab.io import refuse_inside, write_json
 from cxrlab.rundir import RunDir
 from cxrlab.training.recipes import Recipe, resolve_recipe, resolved_config
 
@@ -49,12 +49,8 @@ class PreparedData:
 
 def check_run_dir(config: TrainConfig) -> None:
     """Refuse to clobber a run: finished or half-finished runs need --overwrite or --resume."""
-    out, data = config.out.resolve(), config.data.resolve()
-    if out == data or data in out.parents:
-        raise RunDirError(
-            f"The run directory {config.out} is inside the dataset folder {config.data}; cxrlab "
-            "never writes into a dataset. Choose --out outside it."
-        )
+    refuse_inside(config.out, config.data, "--out")
+    out = config.out.resolve()
     if not out.exists() or not any(out.iterdir()):
         return
     run = RunDir(out)
