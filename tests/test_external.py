@@ -124,6 +124,8 @@ def test_trim_borders():
     img = np.zeros((40, 40), np.uint8)
     img[5:35, :] = 100
     assert trim_borders(img).shape == (30, 40)
+    img[:, :2] = 0  # the film's own dark margin on the other axis is kept
+    assert trim_borders(img).shape == (30, 40)
     assert trim_borders(np.full((10, 10), 50, np.uint8)) is None
     tiny = np.zeros((40, 40), np.uint8)
     tiny[18:20, 18:20] = 200
@@ -343,3 +345,27 @@ def test_cli_data_overlap(trained, external, tmp_path):
     pairs = pd.read_csv(out)
     assert {"planted-exact.png", "planted-near.jpg"} <= {Path(p).name for p in pairs["path"]}
     assert _cli("data", "overlap", str(tmp_path / "x"), str(ext), cwd=tmp_path).returncode == 2
+
+
+def _rdb_images(rdb_mini: Path, cls: str) -> list[Path]:
+    return sorted((rdb_mini / cls / "images").glob("*.png"))
+
+
+def test_edited_copies_of_real_images_are_all_flagged(rdb_mini, tmp_path):
+    """Real radiographs: brightened, contrast, JPEG, resized, letterboxed copies all match."""
+    reference = []
+    for cls in ("COVID", "Normal", "Viral Pneumonia"):
+        reference += _rdb_images(rdb_mini, cls)[:20]
+    originals = reference[::15]  # 4 images, from every class
+    made = []
+    for i, path in enumerate(originals):
+        made += _edited_copies(path, tmp_path / "edited", f"img{i}")
+    others = [p for cls in ("COVID", "Normal") for p in _rdb_images(rdb_mini, cls)[100:110]]
+    ref = hash_images(reference, trimmed=False).frame.assign(split="train")
+    pairs = find_overlap(hash_images(made + others).frame, ref)
+    best = pairs.drop_duplicates("path").set_index("path")
+    assert set(best.index) == {str(p) for p in made}, "every edited copy, and nothing else"
+    for i, path in enumerate(originals):
+        mine = best[[Path(p).name.startswith(f"img{i}-") for p in best.index]]
+        assert len(mine) == 5 and (mine["matched_path"] == str(path)).all()
+    assert (best["distance"] <= 20).all()

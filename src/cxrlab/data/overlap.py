@@ -67,27 +67,34 @@ class HashedImages:
 
 
 def trim_borders(gray: np.ndarray, *, level: int = BORDER_LEVEL) -> np.ndarray | None:
-    """The image without its uniform dark edge rows and columns (letterbox padding).
+    """The image without its letterbox padding: uniform dark rows *or* columns at the edges.
+
+    A letterbox pads one axis only (the longer side fills the canvas), so only the axis with the
+    larger dark margin is trimmed; the film's own dark margins on the other axis are kept, as
+    they are in a copy stretched to a square.
 
     Args:
         gray: (H, W) uint8.
-        level: Edge rows/columns whose maximum is at most this are cut.
+        level: Edge rows/columns whose maximum is at most this are padding.
 
     Returns:
-        The trimmed (h, w) view, or None when nothing is cut or less than :data:`MIN_KEPT` of a
-        side would remain.
+        The trimmed (h, W) or (H, w) view, or None when nothing is cut or less than
+        :data:`MIN_KEPT` of the side would remain.
     """
     rows = np.flatnonzero(gray.max(axis=1) > level)
     cols = np.flatnonzero(gray.max(axis=0) > level)
     if not len(rows) or not len(cols):
         return None
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     h, w = gray.shape
-    if (top, bottom, left, right) == (0, h, 0, w):
+    row_cut = h - (rows[-1] + 1 - rows[0])
+    col_cut = w - (cols[-1] + 1 - cols[0])
+    if row_cut == 0 and col_cut == 0:
         return None
-    if bottom - top < MIN_KEPT * h or right - left < MIN_KEPT * w:
-        return None
-    return gray[top:bottom, left:right]
+    if row_cut >= col_cut:
+        kept = gray[rows[0] : rows[-1] + 1]
+        return kept if len(kept) >= MIN_KEPT * h else None
+    kept = gray[:, cols[0] : cols[-1] + 1]
+    return kept if kept.shape[1] >= MIN_KEPT * w else None
 
 
 def hash_one(path: str | os.PathLike, *, trimmed: bool = True) -> dict[str, str]:
