@@ -163,6 +163,9 @@ def test_unrelated_images_are_not_flagged(trained, tmp_path):
 def test_external_evaluation_audits_scores_and_writes(trained, external):
     run, _ = trained
     ext, planted_from = external
+    from cxrlab.evaluation import evaluate_run
+
+    evaluate_run(run.path, n_boot=20, make_figures=False)  # the internal metrics.json
     before = _tree_digest(run.path)
     before_ext = _tree_digest(ext)
     result = evaluate_external(run.path, ext, name="synth7", n_boot=200, make_figures=True)
@@ -186,10 +189,11 @@ def test_external_evaluation_audits_scores_and_writes(trained, external):
     m = result.metrics
     assert m["overlap"]["n_matched"] >= 2 and m["overlap"]["excluded"] is True
     assert m["n"] == 16 and m["split"] == "external"
-    internal = run.read_json(run.metrics) if run.metrics.is_file() else None
-    if internal is not None:  # the same schema as the internal test's metrics.json
-        assert set(internal) - set(m) <= {"test_set"} | set()
-        assert m["intervals"] == internal["intervals"]
+    internal = run.read_json(run.metrics)  # the same schema as the internal test's
+    assert set(internal) <= set(m)
+    assert m["intervals"] == internal["intervals"] and m["format"] == internal["format"]
+    assert set(m["metrics"]) == set(internal["metrics"])
+    assert m["calibration"]["fit"]["temperature"] == internal["calibration"]["fit"]["temperature"]
     assert m["metrics"]["accuracy"]["method"] == "clopper-pearson"
     assert len(m["confusion_matrix"]["counts"]) == 4
     assert m["calibration"]["fitted_on"] == "val"
