@@ -347,6 +347,11 @@ def evaluate_external(
         "calibration": {
             **{k: v for k, v in calibration.items() if not hasattr(v, "shape")},
             "applied_to": out.name,
+            "reliability": {
+                when: calibration[f"reliability_{when}"].to_dict(orient="list")
+                for when in ("before", "after")
+                if f"reliability_{when}" in calibration
+            },
         },
         "operating_points": points,
         "transfer": transfer,
