@@ -334,7 +334,17 @@ def test_cli_evaluate_data_and_bad_inputs(trained, external, tmp_path):
         shutil.copy(p, copy)
     bad = _cli("evaluate", str(run.path), "--data", str(tmp_path / "own"), cwd=tmp_path)
     assert bad.returncode == 2 and "--keep-overlap" in bad.stderr + bad.stdout
+    (tmp_path / "empty").mkdir()
+    bad = _cli("evaluate", str(run.path), "--data", str(tmp_path / "empty"), cwd=tmp_path)
+    assert bad.returncode == 2 and "is empty" in bad.stderr + bad.stdout
+    unknown = tmp_path / "unknown" / "Tuberculosis"
+    unknown.mkdir(parents=True)
+    shutil.copy(ext / "Normal" / "images" / "Normal-1.png", unknown)
+    bad = _cli("evaluate", str(run.path), "--data", str(unknown.parent), cwd=tmp_path)
+    assert bad.returncode == 2 and "--drop-class 'Tuberculosis'" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
     assert _tree_digest(run.path) == before
+    assert [p.name for p in unknown.parent.rglob("*")] == ["Tuberculosis", "Normal-1.png"]
     assert _tree_digest(tmp_path / "own")  # nothing added inside it
     assert not list((tmp_path / "own").rglob("*.csv"))
 
