@@ -115,6 +115,7 @@ class RunDir:
     BEST = "best"
     LAST = "last"
     PREDICTIONS = "predictions"
+    EXTERNAL = "external"
 
     def __init__(self, path: str | os.PathLike | RunDir):
         self.path = Path(path.path if isinstance(path, RunDir) else path)
@@ -206,6 +207,16 @@ class RunDir:
     def predictions(self, split: str) -> Path:
         """``predictions/<split>.csv``."""
         return self.path / self.PREDICTIONS / f"{split}.csv"
+
+    def external(self, name: str) -> ExternalDir:
+        """``external/<name>/``: one external validation (``cxrlab evaluate --data``)."""
+        clean = str(name).strip()
+        if not clean or clean in (".", "..") or "/" in clean or "\\" in clean:
+            raise RunDirError(
+                f"External set name {name!r} is not a plain folder name; pass --name with letters, "
+                "digits, '-' or '_' only (it becomes RUN/external/<name>/)."
+            )
+        return ExternalDir(self.path / self.EXTERNAL / clean)
 
     # -- state -----------------------------------------------------------------------------------
     def is_finished(self) -> bool:
@@ -331,3 +342,51 @@ class RunDir:
         if "sha1" not in frame.columns:
             return {}
         return dict(zip(frame["path"], frame["sha1"], strict=True))
+
+
+class ExternalDir:
+    """Files of one external validation, ``RUN/external/<name>/`` (written by ``evaluate --data``).
+
+    Attributes:
+        path: The folder.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ExternalDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def predictions(self) -> Path:
+        """One row per scored image: path, label (true), predicted, probabilities, source."""
+        return self.path / "predictions.csv"
+
+    @property
+    def overlap(self) -> Path:
+        """The leakage audit: external images matching the run's train/val/test images."""
+        return self.path / "overlap.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / RunDir.METRICS
+
+    @property
+    def skipped(self) -> Path:
+        """External images left out (unreadable, dropped class): path, reason."""
+        return self.path / RunDir.SKIPPED
+
+    @property
+    def tables(self) -> Path:
+        return self.path / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"

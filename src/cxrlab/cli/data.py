@@ -159,6 +159,54 @@ def register(app: typer.Typer) -> None:
             f"{fingerprint['key']}); written to {out}"
         )
 
+    @data_app.command("overlap")
+    def overlap_cmd(
+        folder_a: Path = typer.Argument(..., help="Candidate set (e.g. an external collection)."),
+        folder_b: Path = typer.Argument(..., help="Reference set (e.g. the training data)."),
+        threshold: int | None = typer.Option(
+            None,
+            "--threshold",
+            min=0,
+            max=256,
+            help="Perceptual-hash distance (of 256 bits) of a near duplicate [default: 20].",
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", help="Write every matched pair to this CSV."
+        ),
+        show: int = typer.Option(10, "--show", min=0, help="Pairs listed."),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="Reader threads."),
+    ) -> None:
+        """Exact and near-duplicate images of FOLDER_A found in FOLDER_B (a leakage audit)."""
+        from cxrlab.data.dedupe import DEFAULT_THRESHOLD
+        from cxrlab.data.overlap import overlap_folders
+        from cxrlab.io import write_csv
+
+        if out is not None:
+            _refuse_inside(out, folder_a)
+            _refuse_inside(out, folder_b)
+        result = overlap_folders(
+            folder_a, folder_b,
+            threshold=DEFAULT_THRESHOLD if threshold is None else threshold, workers=workers,
+        )  # fmt: skip
+        n = result.pairs["path"].nunique()
+        kinds = ", ".join(f"{v} {k}" for k, v in result.counts().items()) or "none"
+        console.print(
+            f"{n} of {result.n_a} images of {folder_a} match one of the {result.n_b} images of "
+            f"{folder_b} (closest match: {kinds})."
+        )
+        for path, reason in list(result.errors.items())[:show]:
+            console.print(f"[yellow]unreadable[/] {path}: {reason}")
+        if len(result.pairs) and show:
+            table = Table(title=f"Matched pairs (first {min(show, len(result.pairs))})")
+            for col in ("path", "matched_path", "match", "distance"):
+                table.add_column(col, overflow="fold")
+            for row in result.pairs.head(show).itertuples():
+                table.add_row(row.path, row.matched_path, row.match, str(row.distance))
+            console.print(table)
+        if out is not None:
+            write_csv(out, result.pairs.rename(columns={"matched_split": "matched_folder"}))
+            console.print(f"Pairs: [bold]{out}[/]")
+
     @data_app.command("download")
     def download_cmd(
         force: bool = typer.Option(False, "--force", help="Download again even if cached."),

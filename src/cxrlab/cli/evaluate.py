@@ -110,6 +110,47 @@ def evaluate_and_report(
     return result
 
 
+def print_external(result) -> None:
+    """Print an :class:`~cxrlab.evaluation.external.ExternalResult`: audit, metrics, transfer."""
+    from cxrlab.reports.tables import METRIC_DISPLAY, format_ci
+
+    m = result.metrics
+    o = m["overlap"]
+    kinds = ", ".join(f"{v} {k}" for k, v in o["by_match"].items()) or "none"
+    splits = ", ".join(f"{v} {k}" for k, v in o["by_split"].items())
+    console.print(
+        f"Leakage audit: [bold]{o['n_matched']}[/] of {o['n_checked']} external images match an "
+        f"image of the run ({kinds}{'; in ' + splits if splits else ''}); "
+        + ("[yellow]kept (--keep-overlap)[/]" if not o["excluded"] else "left out")
+        + f". Listed in {result.out.overlap}."
+    )
+    if m["classes_absent"]:
+        console.print(
+            f"Model classes absent from the external set: {', '.join(m['classes_absent'])} "
+            "(metrics over the classes present; full confusion matrix kept)."
+        )
+    rows = []
+    for name in ("accuracy", "macro_f1", "macro_roc_auc", "ece"):
+        label, pct = METRIC_DISPLAY[name]
+        rows.append((label, format_ci(m["metrics"][name], percent=pct)))
+    versus = m.get("internal_vs_external") or {}
+    ext = versus.get(result.out.name) or {}
+    for name, diff in (ext.get("difference") or {}).items():
+        from cxrlab.evaluation.per_source import metric_label
+
+        label, pct = metric_label(name)
+        rows.append((f"{label}: external - internal", format_ci(diff, percent=pct)))
+    console.print(
+        _rich_metrics_table(
+            f"{result.out.path}: external n = {m['n']} ({len(m['classes_present'])} classes)",
+            rows,
+        )
+    )
+    console.print(f"Metrics: [bold]{result.files['metrics']}[/]")
+    console.print(f"Tables:  [bold]{result.out.tables}[/] (metrics, per_class, "
+                  "internal_vs_external, per_source, transfer)")  # fmt: skip
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
@@ -122,6 +163,60 @@ def register(app: typer.Typer) -> None:
         figures: bool = typer.Option(
             True, "--figures/--no-figures", help="Draw figures (PNG + PDF)."
         ),
+        data: Path | None = typer.Option(
+            None,
+            "--data",
+            help="External set to score the run on (any scanner layout, or the "
+            "folder an --index CSV refers to); results go to RUN/external/<name>/.",
+        ),
+        name: str | None = typer.Option(
+            None, "--name", help="Name of the external set (default: the folder's name)."
+        ),
+        index: Path | None = typer.Option(
+            None, "--index", help="CSV listing the external images (with --data)."
+        ),
+        path_column: str = typer.Option("path", "--path-column", help="--index column of paths."),
+        label_column: str = typer.Option(
+            "label", "--label-column", help="--index column of labels."
+        ),
+        source_column: str | None = typer.Option(
+            None, "--source-column", help="--index column of sources (per-source metrics)."
+        ),
+        class_map: list[str] = typer.Option(
+            [], "--class-map", help="Map an external class to a model class: 'EXTERNAL=MODEL'."
+        ),
+        drop_class: list[str] = typer.Option([], "--drop-class", help="Leave out this class."),
+        drop_unmapped: bool = typer.Option(
+            False, "--drop-unmapped", help="Leave out every class neither known nor mapped."
+        ),
+        keep_overlap: bool = typer.Option(
+            False, "--keep-overlap", help="Keep external images that match run images."
+        ),
     ) -> None:
-        """Test metrics with 95% bootstrap CIs, calibration, tables and figures for one run."""
-        evaluate_and_report(run_dir, n_boot=n_boot, seed=seed, device=device, make_figures=figures)
+        """Test metrics with 95% bootstrap CIs, calibration, tables and figures for one run.
+
+        With --data: an external validation after a leakage audit, in RUN/external/<name>/.
+        """
+        if data is None:
+            extra = [o for o, v in (("--name", name), ("--index", index),
+                     ("--source-column", source_column)) if v is not None]  # fmt: skip
+            if extra or class_map or drop_class or drop_unmapped or keep_overlap:
+                from cxrlab.errors import ConfigError
+
+                raise ConfigError(
+                    "--name, --index, --class-map, --drop-class, --drop-unmapped, --source-column "
+                    "and --keep-overlap only apply to an external set: add --data FOLDER."
+                )
+            evaluate_and_report(
+                run_dir, n_boot=n_boot, seed=seed, device=device, make_figures=figures
+            )
+            return
+        from cxrlab.evaluation.external import evaluate_external
+
+        result = evaluate_external(
+            run_dir, data, name=name, index=index, path_column=path_column,
+            label_column=label_column, source_column=source_column, class_map=class_map,
+            drop_class=drop_class, drop_unmapped=drop_unmapped, keep_overlap=keep_overlap,
+            n_boot=n_boot, seed=seed, device=device, make_figures=figures,
+        )  # fmt: skip
+        print_external(result)
