@@ -149,3 +149,30 @@ def test_non_images_and_empty_folders_are_reported_not_fatal(tiny_layout):
     kinds = {p.kind for p in result.problems}
     assert {"not_image", "empty_class"} <= kinds
     assert len(result.index) == 6
+
+
+# -- run-directory damage -------------------------------------------------------------------
+def test_damaged_run_files_are_named(tmp_path):
+    from cxrlab.errors import CheckpointError, RunDirError
+    from cxrlab.models import load_classifier
+    from cxrlab.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text("model: [unclosed\n")
+    with pytest.raises(RunDirError, match="config.yaml is not valid YAML"):
+        run.read_config()
+    run.classes_file.write_text("{not json")
+    with pytest.raises(RunDirError, match="classes.json is not valid JSON"):
+        run.read_classes()
+    with pytest.raises(CheckpointError, match="holds no checkpoints/best.ckpt"):
+        run.checkpoint()
+    run.best_checkpoint.write_bytes(os.urandom(2048))
+    with pytest.raises(CheckpointError, match="best.ckpt"):
+        load_classifier(run.best_checkpoint)
+
+
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, text = cxrlab("evaluate", tmp_path / "empty")
+    assert code == 2 and "Traceback" not in text and "empty" in text
