@@ -62,6 +62,7 @@ def _assert_same_run(a, b):
     assert ca["state_dict"].keys() == cb["state_dict"].keys()
     for key, value in ca["state_dict"].items():
         assert torch.equal(value, cb["state_dict"][key]), key
+    assert ca["lr_schedulers"] == cb["lr_schedulers"]  # plateau counters, one-cycle step
     for sa, sb in zip(
         ca["optimizer_states"][0]["state"].values(),
         cb["optimizer_states"][0]["state"].values(),
@@ -91,6 +92,18 @@ def test_resumed_run_equals_uninterrupted_run(kill, uninterrupted, synth_dataset
         assert (cfg.out / "checkpoints" / "last.ckpt").is_file()
     train(cfg.model_copy(update={"resume": True}))
     _assert_same_run(uninterrupted, cfg.out)
+
+
+def test_resume_keeps_the_plateau_schedule(synth_dataset, tmp_path):
+    """seed-cnn's ReduceLROnPlateau steps after last.ckpt is written: resume replays that step."""
+    full = train(_config(synth_dataset, tmp_path / "full", tmp_path, model="seed-cnn"))
+    cfg = _config(synth_dataset, tmp_path / "run", tmp_path, model="seed-cnn")
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, callbacks=[Kill(2)])
+    train(cfg.model_copy(update={"resume": True}))
+    _assert_same_run(full.run_dir, cfg.out)
+    ckpt = torch.load(cfg.out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 2  # epochs 0 and 1 stepped, none lost
 
 
 def test_the_rng_states_travel_in_last_ckpt(uninterrupted):
