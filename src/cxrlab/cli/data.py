@@ -22,6 +22,7 @@ _KIND_TITLES = {
     "empty_mask": "Empty lung masks",
     "bad_metadata": "Unreadable metadata files",
     "not_in_metadata": "Images missing from the metadata",
+    "exif_oriented": "Images stored rotated (EXIF Orientation; decoded upright)",
 }
 
 
@@ -80,6 +81,14 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  {p.path}\n    {p.detail}", highlight=False, soft_wrap=True)
             if n > len(shown):
                 console.print(f"  ... and {n - len(shown)} more")
+        conflicts = report.label_conflicts()
+        if len(conflicts):
+            console.print(
+                f"\n[bold red]Label conflicts (the same image in two classes)[/]: {len(conflicts)}"
+                " files; `cxrlab train` and `cxrlab data split` leave every copy out."
+            )
+            for r in conflicts.head(show).itertuples():
+                console.print(f"  {r.path}\n    {r.reason}", highlight=False, soft_wrap=True)
         if problems_csv is not None:
             write_csv(problems_csv, report.problems_frame())
             console.print(f"\nProblems written to {problems_csv}")

@@ -66,6 +66,13 @@ def read_dicom_gray(path: str | os.PathLike, *, max_side: int | None = None) -> 
     from pydicom.errors import InvalidDicomError
 
     path = check_readable_file(path)
+    other = other_format(path)
+    if other is not None:
+        raise ImageReadError(
+            path,
+            f"not a DICOM file: it is {other}, named {path.suffix or 'without a suffix'}; give it "
+            "its real suffix (or convert it)",
+        )
     force = path.suffix.lower() in DICOM_SUFFIXES
     try:
         # Deferring large elements keeps the pixel data on disk until the frame is decoded.
@@ -74,12 +81,19 @@ def read_dicom_gray(path: str | os.PathLike, *, max_side: int | None = None) -> 
         raise ImageReadError(path, "not a DICOM file (no DICM preamble)") from None
     except Exception as exc:  # pydicom raises a zoo of types on corrupt headers
         raise ImageReadError(path, f"corrupt DICOM header ({type(exc).__name__}: {exc})") from None
+    if not any(k in ds for k in _PIXEL_KEYWORDS) and not _has_dicom_identity(ds):
+        raise ImageReadError(
+            path,
+            "not a valid DICOM file: its header holds no DICOM image or object identity (no SOP "
+            "Class UID, Modality or pixel data), so it is damaged or not DICOM at all",
+        )
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         raise ImageReadError(
             path,
             "DICOM file has no pixel data (a structured report, presentation state or other "
             "non-image object); pass the image series instead",
         )
+    _infer_missing_transfer_syntax(ds)
     try:
         return _to_display(ds, path, max_side)
     except ImageReadError:
@@ -90,6 +104,67 @@ def read_dicom_gray(path: str | os.PathLike, *, max_side: int | None = None) -> 
         raise ImageReadError(
             path, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})"
         ) from None
+
+
+#: Leading bytes of formats that are sometimes named ``.dcm`` by mistake.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
+
+
+def other_format(path: str | os.PathLike) -> str | None:
+    """What a supposed DICOM file really is when its first bytes say so ("a PNG image"), else None.
+
+    A DICOM Part 10 file starts with a 128-byte preamble (any bytes) and ``DICM``; such files are
+    never reported as another format, even when the preamble happens to match one.
+    """
+    try:
+        with Path(path).open("rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return None
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return None
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
+def _has_dicom_identity(ds) -> bool:
+    """Whether a parsed dataset names what it is (a real object rather than parsed garbage)."""
+    meta = getattr(ds, "file_meta", None)
+    return any(k in ds for k in ("SOPClassUID", "Modality")) or bool(
+        meta is not None and "MediaStorageSOPClassUID" in meta
+    )
+
+
+def _infer_missing_transfer_syntax(ds) -> None:
+    """Give a bare dataset (no file meta header) the transfer syntax it was read with.
+
+    pydicom reads such files (``force=True``) by guessing the encoding, but refuses to decode
+    their pixels without a (0002,0010) Transfer Syntax UID; the encoding it guessed is that one.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    logger.debug("%s has no file meta header; read as %s", ds.filename, meta.TransferSyntaxUID)
 
 
 def _to_display(ds, path: Path, max_side: int | None) -> np.ndarray:

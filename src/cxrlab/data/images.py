@@ -50,15 +50,52 @@ def _to_gray_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
+#: EXIF Orientation (tag 0x0112) -> the transpose that shows the image upright (as viewers do;
+#: the table of PIL's ``ImageOps.exif_transpose``). 1 (or no tag) means stored upright.
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF Orientation of an opened image (1 when absent or unreadable).
+
+    :func:`read_gray` applies it, so a JPEG stored sideways with a rotation tag is decoded the way
+    every viewer shows it, for training, prediction and the web page alike; the dataset scan
+    records the files it turned (problem kind ``exif_oriented``).
+    """
+    try:
+        value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block: decode as stored
+        return 1
+    return value if value in _EXIF_TRANSPOSE else 1
+
+
 def check_readable_file(path: str | os.PathLike) -> Path:
     """Return ``path`` as a Path; raise ImageReadError if it is missing or empty."""
     path = Path(path)
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise ImageReadError(path, "file does not exist") from None
+        what = "broken symbolic link" if path.is_symlink() else "file does not exist"
+        raise ImageReadError(path, what) from None
+    except OSError as exc:  # ELOOP: a symbolic-link loop; EACCES on a folder above
+        raise ImageReadError(path, f"cannot read the file ({exc.strerror or exc})") from None
     if size == 0:
         raise ImageReadError(path, "file is empty (0 bytes)")
+    if not path.is_file():
+        raise ImageReadError(path, "not a regular file (a folder, device or pipe)")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:  # EACCES: no read permission
+        raise ImageReadError(path, f"cannot read the file ({exc.strerror or exc})") from None
     return path
 
 
@@ -92,6 +129,7 @@ def read_gray(path: str | os.PathLike, *, max_side: int | None = None) -> np.nda
             action = "ignore" if max_side is not None else "error"
             warnings.simplefilter(action, Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                orientation = exif_orientation(im)
                 if max_side is not None and max(im.size) > max_side:
                     im.draft("L", (max_side, max_side))
                     factor = max(1, max(im.size) // max_side)
@@ -102,6 +140,8 @@ def read_gray(path: str | os.PathLike, *, max_side: int | None = None) -> np.nda
                         path, f"image is {im.width}x{im.height}; too large to decode in full"
                     )
                 im.load()
+                if orientation in _EXIF_TRANSPOSE:
+                    im = im.transpose(_EXIF_TRANSPOSE[orientation])
                 return _to_gray_array(im)
     except ImageReadError:
         raise

@@ -50,6 +50,16 @@ class InspectReport:
         """The problems as a DataFrame (``path``, ``kind``, ``detail``)."""
         return self.scan.problems_frame()
 
+    def label_conflicts(self) -> pd.DataFrame:
+        """Images whose exact bytes sit under two or more classes (path, kind, reason).
+
+        ``cxrlab train`` and ``cxrlab data split`` leave every such copy out (listed in
+        skipped.csv); see :func:`cxrlab.data.prepare.drop_label_conflicts`.
+        """
+        from cxrlab.data.prepare import drop_label_conflicts
+
+        return drop_label_conflicts(self.scan.index)[1]
+
     def duplicate_groups(self) -> list[list[str]]:
         """Paths of exact duplicates (same sha1), one list per group of two or more."""
         index = self.scan.index

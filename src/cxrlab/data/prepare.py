@@ -100,6 +100,7 @@ def prepare_split(
     if split.csv is not None:
         manifest, classes = load_manifest(split.csv)
         logger.info("Using the split manifest %s (%d images)", split.csv, len(manifest))
+        check_two_classes(classes, str(split.csv))
         return PreparedSplit(manifest, classes, _skipped_frame([]), used_seed)
     scanned = scan_dataset(
         data,
@@ -114,6 +115,10 @@ def prepare_split(
         [(p.path, p.kind, p.detail) for p in scanned.problems if p.kind in SKIPPED_KINDS]
     )
     index = scanned.index.reset_index(drop=True)
+    index, conflicts = drop_label_conflicts(index)
+    if len(conflicts):
+        skipped = pd.concat([skipped, conflicts], ignore_index=True)
+    check_two_classes(order_classes(index["label"].unique()), str(scanned.root))
     if split.folds:
         manifest = kfold_split(
             index, folds=split.folds, fold=split.fold, val=split.val, seed=used_seed,
@@ -126,6 +131,52 @@ def prepare_split(
     # Reported once the split succeeded, so a refused split leaves no file behind.
     written = report_skipped(skipped, strict=strict, csv=skipped_csv, where=str(scanned.root))
     return PreparedSplit(manifest, list(scanned.classes), skipped, used_seed, written)
+
+
+def check_two_classes(classes: list[str], where: str) -> None:
+    """DataError unless there are at least two classes (a classifier needs two to tell apart)."""
+    if len(classes) >= 2:
+        return
+    found = f"only the class {classes[0]!r}" if classes else "no class"
+    raise DataError(
+        f"{where} holds {found}; training a classifier needs at least two classes (one folder of "
+        "images per class, e.g. COVID/ and Normal/). Add the other class folder(s), or point "
+        "--data at the folder above them."
+    )
+
+
+def drop_label_conflicts(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Leave out images whose exact bytes (sha1) appear under two or more classes.
+
+    The same image in two class folders has no single true label: training on both copies
+    teaches the model noise, and one copy could land in train and the other in test. Every copy
+    is dropped (which label is right is the user's call) and listed with kind
+    ``label_conflict``. ``cxrlab data inspect`` reports the same pairs as duplicates "in two
+    classes". Near duplicates across classes are kept (they may be different patients).
+
+    Returns:
+        ``(index without the conflicting rows, skipped rows (SKIPPED_COLUMNS))``.
+    """
+    if "sha1" not in index.columns or index.empty:
+        return index, _skipped_frame([])
+    sha = index["sha1"].fillna("").astype(str)
+    known = index[sha != ""]
+    labels_per_sha = known.groupby(sha[sha != ""])["label"].nunique()
+    bad_sha = set(labels_per_sha[labels_per_sha > 1].index)
+    if not bad_sha:
+        return index, _skipped_frame([])
+    bad = sha.isin(bad_sha)
+    rows = []
+    for digest, group in index[bad].groupby(sha[bad], sort=False):
+        copies = list(zip(group["path"], group["label"], strict=True))
+        for path, label in copies:
+            others = ", ".join(f"{p} ({lab})" for p, lab in copies if p != path)
+            reason = (
+                f"the same image (sha1 {digest[:12]}) is labelled {label!r} here and also filed "
+                f"as {others}; every copy left out"
+            )
+            rows.append((path, "label_conflict", reason))
+    return index[~bad].reset_index(drop=True), _skipped_frame(rows)
 
 
 def report_skipped(
@@ -151,19 +202,23 @@ def report_skipped(
     if skipped.empty:
         return None
     n = len(skipped)
+    conflicts = int((skipped["kind"] == "label_conflict").sum())
+    what = "undecodable image file(s)" if not conflicts else (
+        f"image file(s) ({conflicts} the same image in two classes, {n - conflicts} undecodable)"
+    )  # fmt: skip
     listed = "; ".join(f"{r.path} ({r.reason})" for r in skipped.head(_SHOWN).itertuples())
     more = f"; and {n - _SHOWN} more" if n > _SHOWN else ""
     if strict:
         listed = "; ".join(f"{r.path} ({r.reason})" for r in skipped.head(20).itertuples())
         more = f"; and {n - 20} more" if n > 20 else ""
         raise DataError(
-            f"{n} image file(s) in {where} cannot be decoded and strict mode is on: "
+            f"{n} {what} in {where} must be left out and strict mode is on: "
             f"{listed}{more}. Remove or replace these files, or run without --strict to skip them."
         )
     written = write_csv(csv, skipped) if csv is not None else None
     where_listed = f" Every skipped file and its reason is in {written}." if written else ""
     warnings.warn(
-        f"Skipped {n} undecodable image file(s) in {where}: {listed}{more}.{where_listed}",
+        f"Skipped {n} {what} in {where}: {listed}{more}.{where_listed}",
         stacklevel=3,
     )
     return written

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cxrlab.data.dedupe import phash, phash_hex
 from cxrlab.data.dicom import DICOM_SUFFIXES, is_dicom
-from cxrlab.data.images import read_gray
+from cxrlab.data.images import exif_orientation, read_gray
 from cxrlab.errors import ImageReadError
 
 # Images larger than this side are decoded with PIL's reduction when verifying / hashing.
@@ -43,6 +43,8 @@ class FileProbe:
         has_foreground: Whether any decoded pixel is non-zero (None when not decoded).
         kind: None when the file is fine, else ``"unreadable"`` or ``"truncated"``.
         detail: The reason when ``kind`` is set.
+        orientation: EXIF Orientation (1: upright; else decoding turns it, and ``width`` and
+            ``height`` are the upright image's).
     """
 
     sha1: str = ""
@@ -53,6 +55,7 @@ class FileProbe:
     has_foreground: bool | None = None
     kind: str | None = None
     detail: str = ""
+    orientation: int = 1
 
 
 def probe_file(path: Path, *, want_sha1: bool, decode: bool, want_phash: bool) -> FileProbe:
@@ -101,7 +104,11 @@ def map_threads(fn: Callable, items: Sequence, workers: int) -> list:
 def _raster_header(data: bytes, sha1: str) -> FileProbe:
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return FileProbe(sha1=sha1, width=im.width, height=im.height, mode=im.mode)
+            orientation = exif_orientation(im)
+            width, height = (im.height, im.width) if orientation >= 5 else im.size
+            return FileProbe(
+                sha1=sha1, width=width, height=height, mode=im.mode, orientation=orientation
+            )
     except UnidentifiedImageError:
         return FileProbe(sha1=sha1, kind="unreadable", detail="not an image file PIL can identify")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error...

@@ -25,6 +25,7 @@ ProblemKind = Literal[
     "empty_mask",  # mask with no foreground pixel (verify=True; mask not used)
     "bad_metadata",  # a metadata .xlsx that cannot be read or lacks FILE NAME / URL
     "not_in_metadata",  # an image missing from its class's metadata file (source left empty)
+    "exif_oriented",  # stored rotated/flipped with an EXIF Orientation tag; decoded upright (kept)
 ]
 #: Every problem kind, in the order reports list them.
 PROBLEM_KINDS: tuple[str, ...] = get_args(ProblemKind)

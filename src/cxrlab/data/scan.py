@@ -324,6 +324,8 @@ def _probe_images(
         ):
             if result.kind is None:
                 chosen[cls].append((path, result))
+                if result.orientation != 1:
+                    problems.append(Problem(str(path), "exif_oriented", _exif_detail(result)))
             else:
                 problems.append(Problem(str(path), result.kind, result.detail))
     for cls in selected:
@@ -403,3 +405,10 @@ def _dup_detail(what: str, paths: list[str], labels: list[str], ref: int, m: int
             "in two classes"
         )
     return text + "; kept in the same dup_group so they never straddle a split"
+
+
+def _exif_detail(probe: FileProbe) -> str:
+    return (
+        f"stored with EXIF Orientation {probe.orientation}; decoded upright "
+        f"({probe.width}x{probe.height}) for training and prediction, as viewers show it"
+    )

@@ -93,7 +93,8 @@ def iter_input_files(
         DataError: A given path does not exist (checked before anything is yielded).
     """
     paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.exists()]
+    # A broken link or a link loop given by name becomes an error row, not a lost batch.
+    missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
     if missing:
         raise DataError(
             f"Input path(s) do not exist: {', '.join(missing)}. Pass image files or folders."
@@ -130,9 +131,15 @@ def _walk(folder: Path, skipped: Counter[str]) -> Iterator[Path]:
                 skipped["mask"] += sum(1 for _ in _walk(Path(entry.path), Counter()))
                 continue
             yield from _walk(Path(entry.path), skipped)
-        elif entry.is_file():
+            continue
+        try:
+            is_file = entry.is_file()
+        except OSError:  # a symbolic-link loop: is_file() follows it and fails
+            is_file = entry.is_symlink()
+        if is_file or (entry.is_symlink() and not os.path.exists(entry.path)):
             file = Path(entry.path)
-            if _is_input(file):
+            # Image-named links that lead nowhere become error rows (the reader says why).
+            if file.suffix.lower() in INPUT_SUFFIXES or (is_file and _is_input(file)):
                 yield file
 
 
@@ -275,6 +282,7 @@ def predict_to_csv(
     out = Path(out)
     for folder in inputs:
         refuse_inside(out, folder, "--out")
+    check_writable(out, "--out")
     predictor = load_predictor(model_or_path, device=device)
     columns = _columns(predictor.classes, cam_dir is not None)
     counts: Counter[str] = Counter()
@@ -310,6 +318,32 @@ def predict_to_csv(
         backend=predictor.backend,
         cam_dir=Path(cam_dir) if cam_dir is not None else None,
     )
+
+
+def check_writable(out: Path, option: str) -> None:
+    """ConfigError unless a file can be written at ``out``; checked before any work is done.
+
+    Refuses a directory, and a folder where no file can be created (read-only, no permission,
+    a file in the way), by creating and removing a temporary file beside ``out``.
+    """
+    import tempfile
+
+    if out.is_dir():
+        raise ConfigError(
+            f"{option} {out} is a folder; give the path of the CSV file to write, e.g. "
+            f"{option} {out / 'predictions.csv'}."
+        )
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{option} {out} cannot be written: the folder {parent} does not accept new files "
+            f"({exc.strerror or exc}). Choose a writable location with {option}; nothing was "
+            "predicted."
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------

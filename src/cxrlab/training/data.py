@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from cxrlab.training.rng import apply_generator_state, generator_state
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,9 +104,21 @@ class CachedDataModule(L.LightningDataModule):
         if sampler not in ("shuffle", "balanced"):
             raise ValueError(f"sampler must be 'shuffle' or 'balanced', got {sampler!r}.")
         self.sampler = sampler
+        self._train_generator: torch.Generator | None = None
+        self._resumed_generator: dict | None = None
+
+    # -- resume: the shuffling generator's state travels in the checkpoint ------------------------
+    def state_dict(self) -> dict:
+        return {"train_generator": generator_state(self._train_generator)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resumed_generator = state_dict.get("train_generator")
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
+        if name == "train":
+            apply_generator_state(generator, self._resumed_generator)
+            self._train_generator = generator
         dataset = self.datasets[name]
         sampler = None
         if shuffle and self.sampler == "balanced" and len(dataset):

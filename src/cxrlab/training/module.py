@@ -11,6 +11,13 @@ from cxrlab.models.checkpoint import META_KEY
 from cxrlab.models.classifier import CxrClassifier
 from cxrlab.training.augment import augment_batch
 from cxrlab.training.recipes import Recipe
+from cxrlab.training.rng import (
+    CHECKPOINT_KEY,
+    apply_generator_state,
+    collect_global_rng,
+    generator_state,
+    restore_global_rng,
+)
 
 
 class CxrLightningModule(L.LightningModule):
@@ -44,6 +51,7 @@ class CxrLightningModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=k, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=k, average="macro")
         self._generator: torch.Generator | None = None
+        self._resumed_rng: dict | None = None  # from the checkpoint, put back on_train_start
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -52,7 +60,13 @@ class CxrLightningModule(L.LightningModule):
         if self._generator is None or self._generator.device != device:
             rank = self.global_rank if self._trainer is not None else 0
             self._generator = torch.Generator(device=device).manual_seed(self.seed * 1000 + rank)
+            if self._resumed_rng is not None and self._single_process():
+                apply_generator_state(self._generator, self._resumed_rng.get("augment"))
         return self._generator
+
+    def _single_process(self) -> bool:
+        # Under DDP only rank 0's states are in the checkpoint: the other ranks keep their seeds.
+        return self._trainer is None or self.trainer.world_size == 1
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
@@ -134,3 +148,56 @@ class CxrLightningModule(L.LightningModule):
     # -- checkpoints carry the model's metadata ---------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[META_KEY] = self.model.meta.to_dict()
+        checkpoint[CHECKPOINT_KEY] = {
+            "global": collect_global_rng(),
+            "augment": generator_state(self._generator),
+            "epoch_monitors": self._epoch_monitors(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_rng = checkpoint.get(CHECKPOINT_KEY)
+        if self._resumed_rng is not None:
+            self._resumed_rng["epoch"] = checkpoint.get("epoch")
+        self._generator = None  # re-created from the saved state at the first training batch
+
+    def on_train_start(self) -> None:
+        # Last hook before the first resumed batch: nothing draws from the global RNGs after it.
+        if self._resumed_rng is None:
+            return
+        self._replay_epoch_schedulers(self._resumed_rng)
+        if self._single_process():
+            restore_global_rng(self._resumed_rng["global"])
+
+    # -- resume: the epoch-end scheduler step the checkpoint was written before -------------------
+    def _epoch_monitors(self) -> dict[str, float]:
+        """Values of the metrics epoch-interval schedulers monitor (val_loss for plateau)."""
+        if self._trainer is None:
+            return {}
+        metrics = self.trainer.callback_metrics
+        names = {c.monitor for c in self.trainer.lr_scheduler_configs if c.monitor}
+        return {n: float(metrics[n]) for n in names if n in metrics}
+
+    def _replay_epoch_schedulers(self, saved: dict) -> None:
+        """Give epoch-interval schedulers the step of the checkpoint's epoch that they missed.
+
+        last.ckpt is written when validation ends, before Lightning steps epoch-interval
+        schedulers (ReduceLROnPlateau with val_loss): their saved state lacks that epoch's step,
+        and a resumed fit starts with the next epoch, so without this the plateau counter would
+        fall one epoch behind at every resume. The step is replayed only when the scheduler's
+        ``last_epoch`` shows it is missing, with the monitored value saved beside the state.
+        """
+        epoch = saved.get("epoch")
+        monitors = saved.get("epoch_monitors") or {}
+        if epoch is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if config.interval != "epoch" or getattr(scheduler, "last_epoch", None) != epoch:
+                continue
+            if (epoch + 1) % config.frequency:
+                continue
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if config.monitor in monitors:
+                    scheduler.step(monitors[config.monitor])
+            else:
+                scheduler.step()

@@ -54,6 +54,10 @@ def check_run_dir(config: TrainConfig) -> None:
     if not out.exists() or not any(out.iterdir()):
         return
     run = RunDir(out)
+    from cxrlab.training.resume import check_last_checkpoint, clear_setup_leftovers
+
+    if not config.overwrite and clear_setup_leftovers(run):
+        return
     if config.overwrite:
         if not run.holds_run():
             raise RunDirError(
@@ -65,6 +69,7 @@ def check_run_dir(config: TrainConfig) -> None:
     if config.resume:
         if not run.last_checkpoint.exists():
             raise RunDirError(f"Cannot resume: {run.last_checkpoint} does not exist.")
+        check_last_checkpoint(run)
         return
     state = "a finished run" if run.is_finished() else "an unfinished run"
     raise RunDirError(
@@ -235,6 +240,10 @@ def train(
     is_zero = rank_zero_only.rank == 0
     if is_zero and not (config.resume and run.has_split()):
         check_run_dir(config)
+    elif is_zero and run.last_checkpoint.exists():
+        from cxrlab.training.resume import check_last_checkpoint
+
+        check_last_checkpoint(run)
     trainer_kwargs = _trainer_kwargs(config)
     recipe: Recipe = resolve_recipe(config)
     _check_resume_schedule(config, recipe)
