@@ -82,14 +82,16 @@ def split_rows(run: Run, split: str) -> pd.DataFrame:
     return rows
 
 
-def load_images(paths: Sequence[str], size: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+def load_images(
+    paths: Sequence[str], size: int, preprocess=None
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """Decode images for the model (:func:`cxrlab.data.images.decode_many`), warning on failures.
 
     Returns:
         ``(images (N, size, size) uint8, ok (N,) bool, errors {path: reason})``; rows that failed
         are zero and ``ok`` is False there (the caller reports and drops them).
     """
-    decoded = decode_many(paths, size)
+    decoded = decode_many(paths, size, preprocess=preprocess)
     errors = {str(paths[i]): reason for i, reason in decoded.errors.items()}
     if errors:
         first = next(iter(errors.items()))

@@ -225,7 +225,7 @@ def probe_run(
     run = load_run(run_dir, device=device)
     size = run.meta.image_size
     rows = split_rows(run, split)
-    images, ok, skipped = load_images(rows["path"].tolist(), size)
+    images, ok, skipped = load_images(rows["path"].tolist(), size, run.predictor.preprocess)
     rows, images = rows[ok].reset_index(drop=True), images[ok]
     if rows.empty:
         raise DataError(f"None of the {split} images of {run.run_dir} could be read.")

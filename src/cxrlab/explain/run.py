@@ -154,10 +154,14 @@ def explain_run(
         for col in ("label", "mask_path"):
             if col not in rows.columns:
                 rows[col] = ""
-        grays, ok, skipped = load_images(rows["path"].tolist(), meta.image_size)
+        grays, ok, skipped = load_images(
+            rows["path"].tolist(), meta.image_size, run.predictor.preprocess
+        )
     else:
         candidates = split_rows(run, split)
-        grays, ok, skipped = load_images(candidates["path"].tolist(), meta.image_size)
+        grays, ok, skipped = load_images(
+            candidates["path"].tolist(), meta.image_size, run.predictor.preprocess
+        )
         candidates, grays = candidates[ok].reset_index(drop=True), grays[ok]
         probs, _ = run.predictor.predict_images(grays)
         predicted = [classes[i] for i in probs.argmax(axis=1)]
