@@ -88,6 +88,10 @@ def register(app: typer.Typer) -> None:
         cam_layer: str | None = typer.Option(
             None, "--layer", help="CAM layer for lung attention (default: the model's CAM layer)."
         ),
+        segmenter: Path | None = typer.Option(
+            None, "--segmenter", help="Lung segmenter (`cxrlab segment train`) for images "
+            "without a mask in split.csv (instead of the ellipse fallback).",
+        ),  # fmt: skip
         device: Device = None,
     ) -> None:
         """Shortcut probes: accuracy without the lungs, lungs only, border only, source probe."""
@@ -97,7 +101,7 @@ def register(app: typer.Typer) -> None:
 
         result = probe_run(
             run_dir, split=split, batch_size=batch_size, attention=attention, device=device,
-            cam_layer=cam_layer,
+            cam_layer=cam_layer, segmenter=segmenter,
         )  # fmt: skip
         rep = result.report
         table = Table(title=f"Shortcut probes on {rep['n_images']} {split} images")
@@ -122,4 +126,10 @@ def register(app: typer.Typer) -> None:
         )
         console.print(verdict)
         console.print(result.summary, soft_wrap=True, highlight=False)
+        counts = rep["mask_origin"]["counts"]
+        console.print(
+            f"Lung masks: {counts['file']} from files, {counts['segmenter']} from the segmenter, "
+            f"{counts['none']} none (central ellipse fallback).",
+            highlight=False,
+        )
         console.print(f"Wrote {result.path}")

@@ -44,14 +44,18 @@ def train_cmd(
         threads=threads, overwrite=overwrite,
     ))  # fmt: skip
     m = result.metrics
-    d, j = m["dice"], m["iou"]
     console.print(
         f"{result.run_dir}: {result.epochs_run} epochs in {result.seconds / 60:.1f} min; test "
-        f"n = {m['n']} images ({m['n_groups']} patients): Dice {d['value']:.4f} "
-        f"[{d['ci_low']:.4f}, {d['ci_high']:.4f}], IoU {j['value']:.4f} "
-        f"[{j['ci_low']:.4f}, {j['ci_high']:.4f}] (95% BCa over patients)",
+        f"n = {m['n']} images ({m['n_groups']} patients): Dice {_ci(m['dice'])}, IoU "
+        f"{_ci(m['iou'])} (95% BCa over patients)",
         highlight=False,
     )
+
+
+def _ci(entry: dict) -> str:
+    if entry.get("ci_low") is None:
+        return f"{entry['value']:.4f} (no interval: {entry.get('no_interval', 'too few images')})"
+    return f"{entry['value']:.4f} [{entry['ci_low']:.4f}, {entry['ci_high']:.4f}]"
 
 
 @segment_app.command("predict")

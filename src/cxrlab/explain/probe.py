@@ -202,6 +202,7 @@ def probe_run(
     *,
     split: str = "test",
     device: str | None = None,
+    segmenter: str | os.PathLike | None = None,
     **options: Any,
 ) -> ProbeResult:
     """Run the shortcut probes on one split of a trained run and write ``RUN_DIR/probe.json``.
@@ -210,6 +211,9 @@ def probe_run(
         run_dir: A run directory written by ``cxrlab train``.
         split: Which split of split.csv to probe (default the test split).
         device: Where to run (default: CUDA when present).
+        segmenter: A lung segmenter (``cxrlab segment train`` output): images whose split.csv
+            row has no usable mask get the segmenter's, and probe.json's ``mask_origin`` records
+            where each mask came from (file, segmenter or none).
         options: The keyword options of :func:`probe_images` (``batch_size``, ``attention``,
             ``attention_max_images``, ``cam_layer``, ``seed``).
 
@@ -231,6 +235,7 @@ def probe_run(
         raise DataError(f"None of the {split} images of {run.run_dir} could be read.")
     logger.info("Probing %d %s images of %s", len(rows), split, run.run_dir)
     masks, status = load_masks(rows, size)
+    origin = _fill_masks(masks, status, rows["path"].tolist(), size, segmenter)
     found = probe_images(
         run.model, images, rows["label"].astype(str).to_numpy(), masks=masks, mask_status=status,
         sources=rows["source"].astype(str).to_numpy(), paths=rows["path"].tolist(), split=split,
@@ -241,6 +246,7 @@ def probe_run(
         "cxrlab_version": __version__,
         "skipped_images": skipped,
         **found,
+        "mask_origin": origin,
     }
     path = write_json(RunDir(run.run_dir).probe, report)
     logger.info("%s", report["summary"])
@@ -250,3 +256,28 @@ def probe_run(
         summary=report["summary"],
         report=report,
     )
+
+
+def _fill_masks(masks: list, status: list, paths: list[str], size: int, segmenter) -> dict:
+    """Give rows without a usable file mask the segmenter's mask (in place); their origins."""
+    from cxrlab.explain.attention import MASK_OK
+
+    per_image = ["file" if m is not None else "none" for m in masks]
+    info: dict[str, Any] = {"segmenter": None}
+    need = [i for i, m in enumerate(masks) if m is None]
+    if segmenter is not None and need:
+        from cxrlab.io import file_sha1
+        from cxrlab.segment.model import load_segmenter, masks_for_files, resolve_segmenter
+
+        ckpt = resolve_segmenter(segmenter)
+        model = load_segmenter(ckpt)
+        for i, mask in zip(need, masks_for_files(model, [paths[i] for i in need], size),
+                           strict=True):  # fmt: skip
+            if mask is not None:
+                masks[i], status[i], per_image[i] = mask, MASK_OK, "segmenter"
+        info["segmenter"] = {"checkpoint": str(ckpt.resolve()), "sha1": file_sha1(ckpt)}
+    elif segmenter is not None:
+        info["segmenter"] = {"checkpoint": str(segmenter), "used": False}
+    info["counts"] = {k: per_image.count(k) for k in ("file", "segmenter", "none")}
+    info["per_image"] = dict(zip(paths, per_image, strict=True))
+    return info

@@ -196,3 +196,22 @@ def dice_iou(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = Non
     if total == 0:
         return 1.0, 1.0
     return 2.0 * inter / total, inter / union
+
+
+def masks_for_files(model, paths, size: int) -> list[np.ndarray | None]:
+    """The segmenter's lung masks of image files on a model's (size, size) grid (stretched like
+    the image); None where a file cannot be read."""
+    from cxrlab.data.images import read_gray, resize_square
+    from cxrlab.errors import CxrlabError
+
+    out: list[np.ndarray | None] = []
+    for path in paths:
+        try:
+            gray = read_gray(path, max_side=max(4 * size, 1024))
+        except CxrlabError:
+            out.append(None)
+            continue
+        mask = segment_grays(model, [gray])[0]
+        small = resize_square(mask.astype(np.uint8) * 255, size) >= 128
+        out.append(small if small.any() else None)
+    return out
