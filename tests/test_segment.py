@@ -153,8 +153,10 @@ def test_cli_train_and_predict(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "pred" / "masks" / "p0.png").is_file()
-    proc = subprocess.run([*base, "train", "--data", str(data / "images"), "--out",
-                           str(tmp_path / "x")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [*base, "train", "--data", str(data / "images"), "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert proc.returncode == 2 and "holds no images/ and masks/" in proc.stdout + proc.stderr
 
 

@@ -89,7 +89,9 @@ def register(app: typer.Typer) -> None:
             None, "--layer", help="CAM layer for lung attention (default: the model's CAM layer)."
         ),
         segmenter: Path | None = typer.Option(
-            None, "--segmenter", help="Lung segmenter (`cxrlab segment train`) for images "
+            None,
+            "--segmenter",
+            help="Lung segmenter (`cxrlab segment train`) for images "
             "without a mask in split.csv (instead of the ellipse fallback).",
         ),  # fmt: skip
         device: Device = None,
