@@ -166,3 +166,16 @@ def test_cli_refuses_unknown_preprocessing(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "gamma" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_cli_preprocess_figure(tmp_path):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 50, dtype=np.uint8), (40, 1))).save(img)
+    out = tmp_path / "fig.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrlab", "preprocess-figure", str(img), "--out", str(out),
+         "--size", "32"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and Image.open(out).size[0] > 100

@@ -41,3 +41,17 @@ def register(app: typer.Typer) -> None:
         result = run_ablation(cfg, out=out, variants=names, segmenter=segmenter, n_boot=n_boot)
         console.print(result.files["md"].read_text(), highlight=False, soft_wrap=True)
         console.print(f"Wrote {result.files['json']} and {result.files['md']}")
+
+    @app.command("preprocess-figure")
+    def figure_cmd(
+        image: Path = typer.Argument(..., help="One radiograph."),
+        out: Path = typer.Option(..., "--out", help="Figure file (.png or .pdf)."),
+        size: int = typer.Option(256, "--size", min=16, help="Side in pixels."),
+        segmenter: Path | None = typer.Option(
+            None, "--segmenter", help="Lung segmenter: adds the lungs crop and mask panels."
+        ),
+    ) -> None:
+        """One image under every preprocessing, as the model would see it."""
+        from cxrlab.reports.preprocess_figure import preprocess_figure
+
+        console.print(f"Wrote {preprocess_figure(image, out, size=size, segmenter=segmenter)}")
