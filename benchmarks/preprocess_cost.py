@@ -5,7 +5,8 @@ decoding process so the figures are CPU time of one core, interleaved repeats, m
 times the segmenter's forward pass on real files. Usage:
 
     python benchmarks/preprocess_cost.py \
-        --data ../shared/data/rdb-mini/COVID-19_Radiography_Dataset --n 1200 --size 64 --repeats 2 [--segmenter SEG | --seg-size 128]
+        --data ../shared/data/rdb-mini/COVID-19_Radiography_Dataset --n 1200 --size 64 \
+        --repeats 2 [--segmenter SEG | --seg-size 128]
 """
 
 from __future__ import annotations
