@@ -214,3 +214,36 @@ def test_cli_probe_with_segmenter(trained, tmp_path, informative_model):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "--segmenter" in bad.stdout + bad.stderr
+
+
+def test_explain_takes_masks_from_the_segmenter(trained, tmp_path, informative_model):
+    from cxrlab.explain import explain_run
+
+    data, result = trained
+    run = _classifier_run(tmp_path, data, informative_model, with_file_masks=0)
+    res = explain_run(run, n=4, device="cpu", segmenter=result.run_dir, out=tmp_path / "ex")
+    info = json.loads((tmp_path / "ex" / "explain.json").read_text())
+    counts = info["mask_origin"]["counts"]
+    assert counts["file"] == 0 and counts["segmenter"] + counts["none"] == len(res.table)
+    assert info["lung_attention"]["n_with_mask"] == counts["segmenter"]
+
+
+def test_a_changed_segmenter_is_refused(trained, tmp_path):
+    import shutil
+
+    from cxrlab.config import PreprocessConfig
+    from cxrlab.data import preprocess as pp
+    from cxrlab.errors import ConfigError
+
+    data, result = trained
+    seg = tmp_path / "seg.ckpt"
+    shutil.copy(result.run_dir / "checkpoints" / "best.ckpt", seg)
+    meta = pp.to_metadata(PreprocessConfig(lungs="crop", segmenter=seg))
+    assert pp.as_config(meta).lungs == "crop"
+    import torch
+
+    ckpt = torch.load(seg, weights_only=True)
+    ckpt["epoch"] = -1
+    torch.save(ckpt, seg)
+    with pytest.raises(ConfigError, match=r"has changed since.*retrain"):
+        pp.as_config(meta)

@@ -48,6 +48,11 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the image selection."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per CAM batch."),
+        segmenter: Path | None = typer.Option(
+            None,
+            "--segmenter",
+            help="Lung segmenter for images without a mask (lung attention ratio, pointing game).",
+        ),  # fmt: skip
         device: Device = None,
     ) -> None:
         """Class activation maps of a trained model: overlays, paper panel, lung attention."""
@@ -62,7 +67,7 @@ def register(app: typer.Typer) -> None:
         result = explain_run(
             run_dir, images=[str(p) for p in images] if images else None, split=split, n=n,
             method=method, target=target, layer=layer, out=out, seed=seed, batch_size=batch_size,
-            device=device,
+            device=device, segmenter=segmenter,
         )  # fmt: skip
         console.print(f"Explained {len(result.table)} images with {method}.")
         console.print(f"Panel: [bold]{result.panel_png}[/] and {result.panel_pdf.name}")

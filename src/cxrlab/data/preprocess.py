@@ -217,9 +217,32 @@ def as_config(value: Any) -> PreprocessConfig | None:
     if isinstance(value, str):
         value = json.loads(value) if value.strip().startswith("{") else {"method": value}
     try:
-        return PreprocessConfig(**{k: v for k, v in value.items() if k != "segmenter_sha1"})
+        config = PreprocessConfig(**{k: v for k, v in value.items() if k != "segmenter_sha1"})
     except Exception as exc:
         raise ConfigError(f"Invalid preprocessing {value!r}: {exc}") from None
+    if value.get("segmenter_sha1") and config.lungs != "none":
+        _check_segmenter(config, value["segmenter_sha1"])
+    return config
+
+
+@functools.lru_cache(maxsize=16)
+def _segmenter_sha1(path: str, mtime: float) -> str:
+    from cxrlab.io import file_sha1
+
+    return file_sha1(path)
+
+
+def _check_segmenter(config: PreprocessConfig, expected: str) -> None:
+    """The model's lungs crop must use the very segmenter it was trained with."""
+    from cxrlab.segment.model import resolve_segmenter
+
+    ckpt = resolve_segmenter(config.segmenter)
+    if _segmenter_sha1(str(ckpt), os.stat(ckpt).st_mtime) != expected:
+        raise ConfigError(
+            f"The model was trained with lungs: {config.lungs} using the segmenter {ckpt} "
+            f"(sha1 {expected[:12]}), but that file has changed since. Its lung crops would "
+            "differ from training's; restore that segmenter or retrain the model."
+        )
 
 
 def to_metadata(config: PreprocessConfig | None) -> dict[str, Any]:

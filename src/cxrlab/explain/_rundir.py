@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -147,3 +148,32 @@ def load_masks(rows: pd.DataFrame, size: int) -> tuple[list[np.ndarray | None], 
             stacklevel=2,
         )
     return masks, status
+
+
+def fill_masks(masks: list, status: list, paths: list[str], size: int, segmenter) -> dict:
+    """Give rows without a usable file mask the segmenter's mask (in place).
+
+    Returns:
+        Where each mask came from: ``segmenter`` (checkpoint and sha1, or None), ``counts`` of
+        ``file`` / ``segmenter`` / ``none`` and ``per_image`` (path -> origin).
+    """
+
+    per_image = ["file" if m is not None else "none" for m in masks]
+    info: dict[str, Any] = {"segmenter": None}
+    need = [i for i, m in enumerate(masks) if m is None]
+    if segmenter is not None and need:
+        from cxrlab.io import file_sha1
+        from cxrlab.segment.model import load_segmenter, masks_for_files, resolve_segmenter
+
+        ckpt = resolve_segmenter(segmenter)
+        model = load_segmenter(ckpt)
+        for i, mask in zip(need, masks_for_files(model, [paths[i] for i in need], size),
+                           strict=True):  # fmt: skip
+            if mask is not None:
+                masks[i], status[i], per_image[i] = mask, MASK_OK, "segmenter"
+        info["segmenter"] = {"checkpoint": str(ckpt.resolve()), "sha1": file_sha1(ckpt)}
+    elif segmenter is not None:
+        info["segmenter"] = {"checkpoint": str(segmenter), "used": False}
+    info["counts"] = {k: per_image.count(k) for k in ("file", "segmenter", "none")}
+    info["per_image"] = dict(zip(paths, per_image, strict=True))
+    return info

@@ -25,7 +25,7 @@ import torch
 
 from cxrlab import __version__
 from cxrlab.errors import ConfigError, DataError
-from cxrlab.explain._rundir import load_images, load_masks, load_run, split_rows
+from cxrlab.explain._rundir import fill_masks, load_images, load_masks, load_run, split_rows
 from cxrlab.explain.probes import (
     chance_levels,
     classification_scores,
@@ -235,7 +235,7 @@ def probe_run(
         raise DataError(f"None of the {split} images of {run.run_dir} could be read.")
     logger.info("Probing %d %s images of %s", len(rows), split, run.run_dir)
     masks, status = load_masks(rows, size)
-    origin = _fill_masks(masks, status, rows["path"].tolist(), size, segmenter)
+    origin = fill_masks(masks, status, rows["path"].tolist(), size, segmenter)
     found = probe_images(
         run.model, images, rows["label"].astype(str).to_numpy(), masks=masks, mask_status=status,
         sources=rows["source"].astype(str).to_numpy(), paths=rows["path"].tolist(), split=split,
@@ -256,28 +256,3 @@ def probe_run(
         summary=report["summary"],
         report=report,
     )
-
-
-def _fill_masks(masks: list, status: list, paths: list[str], size: int, segmenter) -> dict:
-    """Give rows without a usable file mask the segmenter's mask (in place); their origins."""
-    from cxrlab.explain.attention import MASK_OK
-
-    per_image = ["file" if m is not None else "none" for m in masks]
-    info: dict[str, Any] = {"segmenter": None}
-    need = [i for i, m in enumerate(masks) if m is None]
-    if segmenter is not None and need:
-        from cxrlab.io import file_sha1
-        from cxrlab.segment.model import load_segmenter, masks_for_files, resolve_segmenter
-
-        ckpt = resolve_segmenter(segmenter)
-        model = load_segmenter(ckpt)
-        for i, mask in zip(need, masks_for_files(model, [paths[i] for i in need], size),
-                           strict=True):  # fmt: skip
-            if mask is not None:
-                masks[i], status[i], per_image[i] = mask, MASK_OK, "segmenter"
-        info["segmenter"] = {"checkpoint": str(ckpt.resolve()), "sha1": file_sha1(ckpt)}
-    elif segmenter is not None:
-        info["segmenter"] = {"checkpoint": str(segmenter), "used": False}
-    info["counts"] = {k: per_image.count(k) for k in ("file", "segmenter", "none")}
-    info["per_image"] = dict(zip(paths, per_image, strict=True))
-    return info
