@@ -247,3 +247,12 @@ def test_a_changed_segmenter_is_refused(trained, tmp_path):
     torch.save(ckpt, seg)
     with pytest.raises(ConfigError, match=r"has changed since.*retrain"):
         pp.as_config(meta)
+
+
+def test_time_limit_stops_training(trained, tmp_path):
+    from cxrlab.segment.train import SegmentConfig, train_segmenter
+
+    data, _ = trained
+    res = train_segmenter(SegmentConfig(data=data, out=tmp_path / "t", image_size=32, epochs=500,
+                                        batch_size=2, threads=1, time_limit=0.01))  # fmt: skip
+    assert res.epochs_run < 500 and (tmp_path / "t" / "checkpoints" / "best.ckpt").is_file()

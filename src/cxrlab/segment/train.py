@@ -235,7 +235,8 @@ def train_segmenter(config: SegmentConfig) -> SegmentResult:
     # Training budget: the time limit less what loading took and the final evaluation needs.
     budget = None
     if config.time_limit is not None:
-        budget = config.time_limit * 60 - (time.monotonic() - start_time) - 30 - 0.3 * len(pairs)
+        reserve = 30 + 0.25 * len(splits["test"])  # the final evaluation at full resolution
+        budget = config.time_limit * 60 - (time.monotonic() - start_time) - reserve
         budget = max(budget, 1.0)
     train_start = time.monotonic()
     gen = torch.Generator().manual_seed(config.seed)
@@ -250,6 +251,9 @@ def train_segmenter(config: SegmentConfig) -> SegmentResult:
         for b in range(steps_per_epoch):
             sel = order[b * config.batch_size : (b + 1) * config.batch_size]
             progress = _progress(epoch - 1, b, steps_per_epoch, total_steps, train_start, budget)
+            if budget is not None and progress >= 1.0 and losses:
+                logger.info("Time limit reached inside epoch %d (after %d batches)", epoch, b)
+                break
             for group in opt.param_groups:
                 group["lr"] = _lr(config.lr, progress)
             x, y, v = _augment(xt[sel], yt[sel], vt[sel], gen)
@@ -268,7 +272,7 @@ def train_segmenter(config: SegmentConfig) -> SegmentResult:
         if dice > best:
             best = dice
             save_segmenter(model, run.best_checkpoint, {"epoch": epoch, "val_dice": dice})
-        if budget is not None and time.monotonic() - train_start + epoch_times[-1] > budget:
+        if budget is not None and time.monotonic() - train_start + 0.5 * epoch_times[-1] > budget:
             logger.info("Time limit: stopping after epoch %d", epoch)
             break
 
