@@ -150,8 +150,13 @@ def load_masks(rows: pd.DataFrame, size: int) -> tuple[list[np.ndarray | None], 
     return masks, status
 
 
-def fill_masks(masks: list, status: list, paths: list[str], size: int, segmenter) -> dict:
+def fill_masks(
+    masks: list, status: list, paths: list[str], size: int, segmenter, preprocess=None
+) -> dict:
     """Give rows without a usable file mask the segmenter's mask (in place).
+
+    Masks are stretched to the model's grid; a model whose preprocessing changes the geometry
+    (letterbox, lungs crop) sees images they do not align with, which is warned and recorded.
 
     Returns:
         Where each mask came from: ``segmenter`` (checkpoint and sha1, or None), ``counts`` of
@@ -175,5 +180,13 @@ def fill_masks(masks: list, status: list, paths: list[str], size: int, segmenter
     elif segmenter is not None:
         info["segmenter"] = {"checkpoint": str(segmenter), "used": False}
     info["counts"] = {k: per_image.count(k) for k in ("file", "segmenter", "none")}
+    pre = preprocess or {}
+    if pre.get("resize", "stretch") != "stretch" or pre.get("lungs", "none") == "crop":
+        info["geometry_warning"] = (
+            f"the model's preprocessing (resize: {pre.get('resize')}, lungs: {pre.get('lungs')}) "
+            "changes the image geometry; lung masks are stretched to the square and do not align "
+            "with what the model sees, so lung-based statistics are approximate"
+        )
+        warnings.warn(f"Lung masks: {info['geometry_warning']}.", stacklevel=2)
     info["per_image"] = dict(zip(paths, per_image, strict=True))
     return info

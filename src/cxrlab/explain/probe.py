@@ -235,7 +235,9 @@ def probe_run(
         raise DataError(f"None of the {split} images of {run.run_dir} could be read.")
     logger.info("Probing %d %s images of %s", len(rows), split, run.run_dir)
     masks, status = load_masks(rows, size)
-    origin = fill_masks(masks, status, rows["path"].tolist(), size, segmenter)
+    origin = fill_masks(
+        masks, status, rows["path"].tolist(), size, segmenter, run.predictor.preprocess
+    )
     found = probe_images(
         run.model, images, rows["label"].astype(str).to_numpy(), masks=masks, mask_status=status,
         sources=rows["source"].astype(str).to_numpy(), paths=rows["path"].tolist(), split=split,

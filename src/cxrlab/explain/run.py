@@ -201,7 +201,9 @@ def explain_run(
         target_names = [classes[class_index(classes, target)]] * len(rows)
 
     masks, status = load_masks(rows, meta.image_size)
-    origin = fill_masks(masks, status, rows["path"].tolist(), meta.image_size, segmenter)
+    origin = fill_masks(
+        masks, status, rows["path"].tolist(), meta.image_size, segmenter, run.predictor.preprocess
+    )
     att = attention_frame(
         cams, masks, paths=rows["path"].tolist(), labels=labels, predicted=predicted,
         mask_status=status,
