@@ -179,3 +179,24 @@ def test_cli_preprocess_figure(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and Image.open(out).size[0] > 100
+
+
+def test_cli_train_with_preprocess_records_it(synth_dataset, tmp_path):
+    import yaml
+
+    from cxrlab.models import load_classifier
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrlab", "train", "--data", str(synth_dataset), "--out", str(out),
+         "--model", "small-cnn", "--image-size", "32", "--epochs", "1", "--preprocess", "clahe",
+         "--resize", "letterbox", "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    saved = yaml.safe_load((out / "config.yaml").read_text())["preprocess"]
+    assert saved["method"] == "clahe" and saved["resize"] == "letterbox"
+    _, meta = load_classifier(out)
+    assert meta.preprocess["method"] == "clahe" and meta.preprocess["resize"] == "letterbox"
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*.json")]
+    assert any((s.get("preprocess") or {}).get("method") == "clahe" for s in sidecars)

@@ -256,3 +256,21 @@ def test_time_limit_stops_training(trained, tmp_path):
     res = train_segmenter(SegmentConfig(data=data, out=tmp_path / "t", image_size=32, epochs=500,
                                         batch_size=2, threads=1, time_limit=0.01))  # fmt: skip
     assert res.epochs_run < 500 and (tmp_path / "t" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_release_layout_pairs_with_smaller_masks(tmp_path):
+    from cxrlab.segment.data import load_pair
+
+    rng = np.random.default_rng(3)
+    for cls in ("COVID", "Normal"):
+        (tmp_path / cls / "images").mkdir(parents=True)
+        (tmp_path / cls / "masks").mkdir()
+        for i in range(2):
+            img, mask = _lungs(rng, 60)
+            Image.fromarray(img).save(tmp_path / cls / "images" / f"{cls}-{i}.png")
+            small = Image.fromarray(mask.astype(np.uint8) * 255).resize((40, 40), Image.NEAREST)
+            small.save(tmp_path / cls / "masks" / f"{cls}-{i}.png")
+    pairs = find_pairs(tmp_path)
+    assert len(pairs) == 4 and {p.group.split("/")[0] for p in pairs} == {"COVID", "Normal"}
+    image, mask, valid = load_pair(pairs[0], 32)
+    assert image.shape == mask.shape == (32, 32) and mask.any() and valid.all()
