@@ -200,3 +200,28 @@ def test_cli_train_with_preprocess_records_it(synth_dataset, tmp_path):
     assert meta.preprocess["method"] == "clahe" and meta.preprocess["resize"] == "letterbox"
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*.json")]
     assert any((s.get("preprocess") or {}).get("method") == "clahe" for s in sidecars)
+
+
+def test_serve_applies_the_models_preprocessing(tmp_path, informative_model):
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from cxrlab.inference.predictor import TorchPredictor
+    from cxrlab.models import save_classifier
+    from cxrlab.serve.app import create_app
+
+    model = informative_model("small-cnn", ("A", "B"), 32)
+    meta = pp.to_metadata(PreprocessConfig(method="he", resize="letterbox"))
+    model.meta = dataclasses.replace(model.meta, preprocess=meta)
+    ckpt = save_classifier(model, tmp_path / "m.ckpt")
+    gray = np.tile(np.linspace(60, 120, 48, dtype=np.uint8), (30, 1))
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="PNG")
+    client = TestClient(create_app(ckpt, device="cpu"))
+    response = client.post("/api/predict", files={"file": ("x.png", buf.getvalue(), "image/png")})
+    assert response.status_code == 200, response.text
+    got = np.array([response.json()["probabilities"][c] for c in ("A", "B")])
+    x = pp.prepare(gray, 32, PreprocessConfig(method="he", resize="letterbox"))[None]
+    want, _ = TorchPredictor(model, device="cpu").predict_images(x)
+    np.testing.assert_allclose(got, want[0], atol=1e-6)
