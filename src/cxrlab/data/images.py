@@ -207,6 +207,11 @@ def decode_many(
     images = np.zeros((n, size, size), dtype=np.uint8) if out is None else out
     ok = np.ones(n, dtype=bool)
     errors: dict[int, str] = {}
+    if preprocess is not None:  # validated once per call, not once per image
+        from cxrlab.data.preprocess import as_config
+
+        preprocess = as_config(preprocess)
+        preprocess = None if preprocess.is_identity() else preprocess
 
     def one(i: int) -> None:
         image, reason = decode_one(paths[i], size, preprocess)

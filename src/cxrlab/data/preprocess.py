@@ -43,17 +43,24 @@ def _check(gray: np.ndarray) -> np.ndarray:
     return gray
 
 
-def equalize_hist(gray: np.ndarray) -> np.ndarray:
-    """Global histogram equalisation (``cv2.equalizeHist``): the CDF mapped to 0..255."""
+@functools.lru_cache(maxsize=1)
+def _cv2():
+    """OpenCV, single-threaded: the decode loop already spreads images over threads and
+    processes, and OpenCV's own pool only adds overhead on small images."""
     import cv2
 
-    return cv2.equalizeHist(np.ascontiguousarray(_check(gray)))
+    cv2.setNumThreads(1)
+    return cv2
+
+
+def equalize_hist(gray: np.ndarray) -> np.ndarray:
+    """Global histogram equalisation (``cv2.equalizeHist``): the CDF mapped to 0..255."""
+    return _cv2().equalizeHist(np.ascontiguousarray(_check(gray)))
 
 
 def clahe(gray: np.ndarray, *, clip_limit: float = 2.0, tile_grid: int = 8) -> np.ndarray:
     """Contrast-limited adaptive histogram equalisation (``cv2.createCLAHE``)."""
-    import cv2
-
+    cv2 = _cv2()
     op = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(tile_grid),) * 2)
     return op.apply(np.ascontiguousarray(_check(gray)))
 
@@ -90,21 +97,26 @@ def bcet(gray: np.ndarray, target: tuple[float, float, float] = BCET_TARGET) -> 
     vanishes) a linear min-max stretch is used.
     """
     gray = _check(gray)
-    x = gray.astype(np.float64)
-    lo, hi, e = float(x.min()), float(x.max()), float(x.mean())
+    # Statistics from the 256-bin histogram and the parabola as a lookup table: the same numbers
+    # as on every pixel, at a fraction of the cost.
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    present = np.flatnonzero(hist)
+    lo, hi = float(present[0]), float(present[-1])
     if hi <= lo:
         return gray.copy()
-    s = float((x**2).mean())
+    n = hist.sum()
+    e, s = float(hist @ levels) / n, float(hist @ levels**2) / n
     L, H, E = target
     den = 2.0 * (hi * (E - L) - e * (H - L) + lo * (H - E))
     if abs(den) < 1e-9:
-        y = (x - lo) * (H - L) / (hi - lo) + L
+        y = (levels - lo) * (H - L) / (hi - lo) + L
     else:
         b = (hi**2 * (E - L) - s * (H - L) + lo**2 * (H - E)) / den
         a = (H - L) / ((hi - lo) * (hi + lo - 2 * b))
         c = L - a * (lo - b) ** 2
-        y = a * (x - b) ** 2 + c
-    return np.clip(np.round(y), 0, 255).astype(np.uint8)
+        y = a * (levels - b) ** 2 + c
+    return np.clip(np.round(y), 0, 255).astype(np.uint8)[gray]
 
 
 def enhance(gray: np.ndarray, config: PreprocessConfig) -> np.ndarray:
