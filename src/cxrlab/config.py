@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cxrlab.errors import ConfigError, suggest
 
@@ -56,6 +63,64 @@ class AugmentConfig(BaseModel):
     gamma: float = Field(0.1, ge=0, le=1)
 
 
+PreprocessMethod = Literal["none", "he", "clahe", "gamma", "complement", "bcet"]
+PREPROCESS_METHODS: tuple[str, ...] = ("none", "he", "clahe", "gamma", "complement", "bcet")
+
+
+class PreprocessConfig(BaseModel):
+    """Image enhancement and lung cropping applied in the one decode path
+    (:mod:`cxrlab.data.preprocess`); saved in the model's metadata, so prediction applies it too.
+
+    A plain string is the method: ``preprocess: clahe`` means ``preprocess: {method: clahe}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: PreprocessMethod = "none"
+    #: CLAHE: contrast clip limit (OpenCV's ``clipLimit``) and tiles per side.
+    clip_limit: float = Field(2.0, gt=0, le=100)
+    tile_grid: int = Field(8, ge=1, le=64)
+    #: Gamma correction: out = 255 (in / 255) ** gamma; "auto" maps the image's mean to mid-grey.
+    gamma: float | Literal["auto"] = "auto"
+    #: stretch: to the square as before; letterbox: keep the aspect ratio, pad with black.
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    #: With a segmenter: crop to the lungs' bounding box plus ``lung_margin``, or zero outside them.
+    lungs: Literal["none", "crop", "mask"] = "none"
+    lung_margin: float = Field(0.05, ge=0, le=1)
+    #: Lung segmenter (``cxrlab segment train`` output) for ``lungs``.
+    segmenter: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"method": value}
+        if isinstance(value, dict) and isinstance(value.get("method"), str):
+            name = value["method"].strip().lower()
+            if name not in PREPROCESS_METHODS:
+                raise ValueError(
+                    f"unknown preprocessing {value['method']!r}; choose one of "
+                    f"{', '.join(PREPROCESS_METHODS)}.{suggest(name, PREPROCESS_METHODS)}"
+                )
+            value = {**value, "method": name}
+        return value
+
+    @model_validator(mode="after")
+    def _lungs_need_segmenter(self) -> PreprocessConfig:
+        if self.lungs != "none" and self.segmenter is None:
+            raise ValueError(
+                f"lungs: {self.lungs} needs a lung segmenter: set preprocess.segmenter (or "
+                "--segmenter) to the --out folder of `cxrlab segment train`."
+            )
+        if isinstance(self.gamma, float) and not 0.05 <= self.gamma <= 20:
+            raise ValueError(f"gamma must be 'auto' or in [0.05, 20], got {self.gamma}.")
+        return self
+
+    def is_identity(self) -> bool:
+        """True when decoding is exactly the pre-preprocessing path (old caches stay valid)."""
+        return self.method == "none" and self.resize == "stretch" and self.lungs == "none"
+
+
 class TrainConfig(BaseModel):
     """Every option of ``cxrlab train``; ``None`` means "the model's recipe decides"."""
 
@@ -87,6 +152,7 @@ class TrainConfig(BaseModel):
     limit_per_class: int | None = Field(None, ge=1)
     split: SplitConfig = SplitConfig()
     augment: AugmentConfig | None = None
+    preprocess: PreprocessConfig = PreprocessConfig()
     accelerator: Accelerator = "auto"
     devices: int | Literal["auto"] = "auto"
     num_nodes: int = Field(1, ge=1)
@@ -173,7 +239,13 @@ def _explain(exc: ValidationError, path) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown option." + suggest(str(err["loc"][-1]), fields)
+            section = err["loc"][0] if len(err["loc"]) > 1 else None
+            names = list(PreprocessConfig.model_fields) if section == "preprocess" else fields
+            if section == "split":
+                names = list(SplitConfig.model_fields)
+            msg = "unknown option." + suggest(str(err["loc"][-1]), names)
+            if section is None and str(err["loc"][-1]) in PREPROCESS_METHODS:
+                msg += f" Preprocessing goes under preprocess: (preprocess: {err['loc'][-1]})."
         parts.append(f"{loc}: {msg} (got {err.get('input')!r})")
     where = f" in {path}" if path else ""
     return f"Invalid configuration{where}: " + "; ".join(parts)

@@ -48,6 +48,11 @@ def register(app: typer.Typer) -> None:
         ),
         seed: int = typer.Option(0, "--seed", help="Seed of the image selection."),
         batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per CAM batch."),
+        segmenter: Path | None = typer.Option(
+            None,
+            "--segmenter",
+            help="Lung segmenter for images without a mask (lung attention ratio, pointing game).",
+        ),  # fmt: skip
         device: Device = None,
     ) -> None:
         """Class activation maps of a trained model: overlays, paper panel, lung attention."""
@@ -62,7 +67,7 @@ def register(app: typer.Typer) -> None:
         result = explain_run(
             run_dir, images=[str(p) for p in images] if images else None, split=split, n=n,
             method=method, target=target, layer=layer, out=out, seed=seed, batch_size=batch_size,
-            device=device,
+            device=device, segmenter=segmenter,
         )  # fmt: skip
         console.print(f"Explained {len(result.table)} images with {method}.")
         console.print(f"Panel: [bold]{result.panel_png}[/] and {result.panel_pdf.name}")
@@ -88,6 +93,12 @@ def register(app: typer.Typer) -> None:
         cam_layer: str | None = typer.Option(
             None, "--layer", help="CAM layer for lung attention (default: the model's CAM layer)."
         ),
+        segmenter: Path | None = typer.Option(
+            None,
+            "--segmenter",
+            help="Lung segmenter (`cxrlab segment train`) for images "
+            "without a mask in split.csv (instead of the ellipse fallback).",
+        ),  # fmt: skip
         device: Device = None,
     ) -> None:
         """Shortcut probes: accuracy without the lungs, lungs only, border only, source probe."""
@@ -97,7 +108,7 @@ def register(app: typer.Typer) -> None:
 
         result = probe_run(
             run_dir, split=split, batch_size=batch_size, attention=attention, device=device,
-            cam_layer=cam_layer,
+            cam_layer=cam_layer, segmenter=segmenter,
         )  # fmt: skip
         rep = result.report
         table = Table(title=f"Shortcut probes on {rep['n_images']} {split} images")
@@ -122,4 +133,10 @@ def register(app: typer.Typer) -> None:
         )
         console.print(verdict)
         console.print(result.summary, soft_wrap=True, highlight=False)
+        counts = rep["mask_origin"]["counts"]
+        console.print(
+            f"Lung masks: {counts['file']} from files, {counts['segmenter']} from the segmenter, "
+            f"{counts['none']} none (central ellipse fallback).",
+            highlight=False,
+        )
         console.print(f"Wrote {result.path}")

@@ -175,6 +175,17 @@ TRAINING_OPTIONS: tuple[TrainingOption, ...] = (
         "Draw training batches shuffled, or balanced by class (with replacement).",
         str,
     ),
+    TrainingOption(
+        "preprocess.method",
+        ("--preprocess",),
+        "Image enhancement applied when decoding (Rahman et al. 2021).",
+        str,
+    ),
+    TrainingOption("preprocess.resize", ("--resize",), "stretch, or letterbox (keep aspect).", str),
+    TrainingOption(
+        "preprocess.lungs", ("--lungs",), "crop to / mask outside the lungs (--segmenter).", str
+    ),
+    TrainingOption("preprocess.segmenter", ("--segmenter",), "Lung segmenter for --lungs.", Path),
     TrainingOption("logger", ("--logger",), "Also log to Lightning's logger of this kind.", str),
     TrainingOption("cache_dir", ("--cache-dir",), "Decoded-image cache folder.", Path),
     TrainingOption(

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 #: Bump when decoding or resizing changes, so old caches are not reused.
 PREPROCESSING_VERSION = "gray-u8-bilinear-stretch-v1"
 
+#: Bump when an enhancement or the lungs crop changes (part of keys with a preprocessing).
+PREPROCESS_FORMAT = "preprocess-v1"
+
 ProgressFn = Callable[[int, int], None]
 
 
@@ -81,20 +84,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "cxrlab"
 
 
-def cache_key(hashes: Sequence[str], size: int) -> str:
-    """Key of the cache of these file contents (in order) at ``size``."""
+def cache_key(hashes: Sequence[str], size: int, preprocess=None) -> str:
+    """Key of the cache of these file contents (in order) at ``size`` under ``preprocess``.
+
+    The plain stretch (``preprocess`` None or ``none``) keeps the keys of older caches.
+    """
+    from cxrlab.data.preprocess import as_config, preprocess_key
+
     h = hashlib.sha1(f"{PREPROCESSING_VERSION}|{size}|{len(hashes)}".encode())
+    if extra := preprocess_key(as_config(preprocess)):
+        h.update(f"|{PREPROCESS_FORMAT}|{extra}|".encode())
     for item in hashes:
         h.update(item.encode())
         h.update(b"\n")
     return h.hexdigest()[:20]
 
 
-def _decode_chunk(args: tuple[str, int, int, int, list[str]]) -> dict[int, str]:
+def _decode_chunk(args: tuple[str, int, int, int, list[str], dict | None]) -> dict[int, str]:
     """Worker: decode ``paths`` into rows ``start..`` of the memmap at ``array_path``."""
-    array_path, n, size, start, paths = args
+    array_path, n, size, start, paths, preprocess = args
     out = np.memmap(array_path, dtype=np.uint8, mode="r+", shape=(n, size, size))
-    decoded = decode_many(paths, size, workers=1, out=out[start : start + len(paths)])
+    view = out[start : start + len(paths)]
+    decoded = decode_many(paths, size, workers=1, out=view, preprocess=preprocess)
     out.flush()
     del out
     return {start + offset: reason for offset, reason in decoded.errors.items()}
@@ -136,6 +147,7 @@ def build_cache(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: ProgressFn | None = None,
+    preprocess=None,
 ) -> ImageCache:
     """Return the decoded (N, size, size) uint8 images of ``paths``, building the cache if needed.
 
@@ -146,6 +158,8 @@ def build_cache(
         cache_dir: Where cache files live (default :func:`default_cache_dir`).
         workers: Decoding processes (default: all cores).
         progress: Called as ``progress(done, total)`` while decoding.
+        preprocess: The preprocessing (:class:`~cxrlab.config.PreprocessConfig` or its metadata
+            dict) applied while decoding; part of the key.
 
     Raises:
         CxrlabError: The cache cannot be written (e.g. the disk is full); nothing partial remains.
@@ -154,7 +168,11 @@ def build_cache(
         raise ValueError("paths and hashes differ in length")
     n = len(paths)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = cache_key(hashes, size)
+    from cxrlab.data.preprocess import as_config, to_metadata
+
+    config = as_config(preprocess)
+    pre = None if config is None or config.is_identity() else to_metadata(config)
+    key = cache_key(hashes, size, config)
     array_path = cache_dir / f"{key}-{size}px.u8"
     meta_path = array_path.with_suffix(".json")
     cached = _open_existing(array_path, meta_path, n, size, key)
@@ -166,7 +184,7 @@ def build_cache(
     tmp_path = array_path.with_name(f".{array_path.name}.{os.getpid()}.tmp")
     log.info("Decoding %d images at %dpx into %s", n, size, array_path)
     try:
-        errors = _decode_all([str(p) for p in paths], tmp_path, n, size, workers, progress)
+        errors = _decode_all([str(p) for p in paths], tmp_path, n, size, workers, progress, pre)
         checksum = file_sha1(tmp_path)
         os.replace(tmp_path, array_path)
         write_json(
@@ -176,6 +194,7 @@ def build_cache(
                 "shape": [n, size, size],
                 "dtype": "uint8",
                 "preprocessing": PREPROCESSING_VERSION,
+                "preprocess": pre,
                 "checksum": checksum,
                 "errors": {str(k): v for k, v in errors.items()},
             },
@@ -201,7 +220,7 @@ def build_cache(
     return ImageCache(array_path, (n, size, size), errors, key)
 
 
-def _decode_all(paths, tmp_path, n, size, workers, progress) -> dict[int, str]:
+def _decode_all(paths, tmp_path, n, size, workers, progress, pre=None) -> dict[int, str]:
     # Allocate the whole file first so a full disk fails before any decoding work.
     nbytes = n * size * size
     with open(tmp_path, "wb") as fh:
@@ -212,7 +231,7 @@ def _decode_all(paths, tmp_path, n, size, workers, progress) -> dict[int, str]:
                 fh.truncate(nbytes)
     workers = max(1, workers or os.cpu_count() or 1)
     chunk = max(16, min(512, -(-n // (workers * 8)) if n else 16))
-    jobs = [(str(tmp_path), n, size, s, paths[s : s + chunk]) for s in range(0, n, chunk)]
+    jobs = [(str(tmp_path), n, size, s, paths[s : s + chunk], pre) for s in range(0, n, chunk)]
     errors: dict[int, str] = {}
     done = 0
     if workers == 1 or n <= chunk:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cxrlab.errors import CxrlabError, ImageReadError
+from cxrlab.errors import CheckpointError, ConfigError, CxrlabError, ImageReadError
 
 logger = logging.getLogger(__name__)
 
@@ -165,20 +165,37 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def load_for_model(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Read ``path`` and resize it to the model's (size, size) grid; (size, size) uint8."""
-    return resize_square(read_gray(path, max_side=max(size * 4, 1024)), size)
+def load_for_model(path: str | os.PathLike, size: int, preprocess=None) -> np.ndarray:
+    """Read ``path`` and bring it to the model's (size, size) uint8 grid.
+
+    ``preprocess`` (a :class:`cxrlab.config.PreprocessConfig`, its metadata dict, or None for the
+    plain stretch) is applied by :func:`cxrlab.data.preprocess.prepare`: the same for training
+    (the cache), ``predict``, explanations, probes and the web page.
+    """
+    gray = read_gray(path, max_side=max(size * 4, 1024))
+    if preprocess is None:
+        return resize_square(gray, size)
+    from cxrlab.data.preprocess import as_config, lung_mask_of, prepare
+
+    config = as_config(preprocess)
+    mask = lung_mask_of(gray, config) if config.lungs != "none" else None
+    return prepare(gray, size, config, lung_mask=mask)
 
 
-def decode_one(path: str | os.PathLike, size: int) -> tuple[np.ndarray | None, str]:
-    """``(load_for_model(path, size), "")``, or ``(None, reason)`` when the file cannot be used.
+def decode_one(
+    path: str | os.PathLike, size: int, preprocess=None
+) -> tuple[np.ndarray | None, str]:
+    """``(load_for_model(path, size, preprocess), "")``, or ``(None, reason)`` when the file
+    cannot be used.
 
     The one error policy of every decode loop: a bad file (missing, empty, not an image, truncated,
     a DICOM without pixels, too large, or a decoder bug on this one file) gives its reason and
     never stops the files around it.
     """
     try:
-        return load_for_model(path, size), ""
+        return load_for_model(path, size, preprocess), ""
+    except (ConfigError, CheckpointError):
+        raise  # a wrong option or segmenter is the run's problem, not this file's
     except CxrlabError as exc:
         return None, getattr(exc, "reason", None) or str(exc)
     except MemoryError:
@@ -209,6 +226,7 @@ def decode_many(
     *,
     workers: int | None = None,
     out: np.ndarray | None = None,
+    preprocess=None,
 ) -> Decoded:
     """Decode many files for the model, in threads: the one decode loop of cxrlab.
 
@@ -220,6 +238,7 @@ def decode_many(
         size: Side of the model's square input.
         workers: Decoding threads (default: up to 4, one per CPU; 1 decodes in this thread).
         out: Optional (N, size, size) uint8 array (e.g. a memmap) to decode into.
+        preprocess: The model's preprocessing (:func:`load_for_model`); None: plain stretch.
 
     Returns:
         A :class:`Decoded`; the caller decides whether failed rows are skipped or fatal.
@@ -228,9 +247,14 @@ def decode_many(
     images = np.zeros((n, size, size), dtype=np.uint8) if out is None else out
     ok = np.ones(n, dtype=bool)
     errors: dict[int, str] = {}
+    if preprocess is not None:  # validated once per call, not once per image
+        from cxrlab.data.preprocess import as_config
+
+        preprocess = as_config(preprocess)
+        preprocess = None if preprocess.is_identity() else preprocess
 
     def one(i: int) -> None:
-        image, reason = decode_one(paths[i], size)
+        image, reason = decode_one(paths[i], size, preprocess)
         if image is None:
             ok[i] = False
             errors[i] = reason

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,14 +83,16 @@ def split_rows(run: Run, split: str) -> pd.DataFrame:
     return rows
 
 
-def load_images(paths: Sequence[str], size: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+def load_images(
+    paths: Sequence[str], size: int, preprocess=None
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     """Decode images for the model (:func:`cxrlab.data.images.decode_many`), warning on failures.
 
     Returns:
         ``(images (N, size, size) uint8, ok (N,) bool, errors {path: reason})``; rows that failed
         are zero and ``ok`` is False there (the caller reports and drops them).
     """
-    decoded = decode_many(paths, size)
+    decoded = decode_many(paths, size, preprocess=preprocess)
     errors = {str(paths[i]): reason for i, reason in decoded.errors.items()}
     if errors:
         first = next(iter(errors.items()))
@@ -145,3 +148,45 @@ def load_masks(rows: pd.DataFrame, size: int) -> tuple[list[np.ndarray | None], 
             stacklevel=2,
         )
     return masks, status
+
+
+def fill_masks(
+    masks: list, status: list, paths: list[str], size: int, segmenter, preprocess=None
+) -> dict:
+    """Give rows without a usable file mask the segmenter's mask (in place).
+
+    Masks are stretched to the model's grid; a model whose preprocessing changes the geometry
+    (letterbox, lungs crop) sees images they do not align with, which is warned and recorded.
+
+    Returns:
+        Where each mask came from: ``segmenter`` (checkpoint and sha1, or None), ``counts`` of
+        ``file`` / ``segmenter`` / ``none`` and ``per_image`` (path -> origin).
+    """
+
+    per_image = ["file" if m is not None else "none" for m in masks]
+    info: dict[str, Any] = {"segmenter": None}
+    need = [i for i, m in enumerate(masks) if m is None]
+    if segmenter is not None and need:
+        from cxrlab.io import file_sha1
+        from cxrlab.segment.model import load_segmenter, masks_for_files, resolve_segmenter
+
+        ckpt = resolve_segmenter(segmenter)
+        model = load_segmenter(ckpt)
+        for i, mask in zip(need, masks_for_files(model, [paths[i] for i in need], size),
+                           strict=True):  # fmt: skip
+            if mask is not None:
+                masks[i], status[i], per_image[i] = mask, MASK_OK, "segmenter"
+        info["segmenter"] = {"checkpoint": str(ckpt.resolve()), "sha1": file_sha1(ckpt)}
+    elif segmenter is not None:
+        info["segmenter"] = {"checkpoint": str(segmenter), "used": False}
+    info["counts"] = {k: per_image.count(k) for k in ("file", "segmenter", "none")}
+    pre = preprocess or {}
+    if pre.get("resize", "stretch") != "stretch" or pre.get("lungs", "none") == "crop":
+        info["geometry_warning"] = (
+            f"the model's preprocessing (resize: {pre.get('resize')}, lungs: {pre.get('lungs')}) "
+            "changes the image geometry; lung masks are stretched to the square and do not align "
+            "with what the model sees, so lung-based statistics are approximate"
+        )
+        warnings.warn(f"Lung masks: {info['geometry_warning']}.", stacklevel=2)
+    info["per_image"] = dict(zip(paths, per_image, strict=True))
+    return info

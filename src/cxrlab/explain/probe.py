@@ -25,7 +25,7 @@ import torch
 
 from cxrlab import __version__
 from cxrlab.errors import ConfigError, DataError
-from cxrlab.explain._rundir import load_images, load_masks, load_run, split_rows
+from cxrlab.explain._rundir import fill_masks, load_images, load_masks, load_run, split_rows
 from cxrlab.explain.probes import (
     chance_levels,
     classification_scores,
@@ -202,6 +202,7 @@ def probe_run(
     *,
     split: str = "test",
     device: str | None = None,
+    segmenter: str | os.PathLike | None = None,
     **options: Any,
 ) -> ProbeResult:
     """Run the shortcut probes on one split of a trained run and write ``RUN_DIR/probe.json``.
@@ -210,6 +211,9 @@ def probe_run(
         run_dir: A run directory written by ``cxrlab train``.
         split: Which split of split.csv to probe (default the test split).
         device: Where to run (default: CUDA when present).
+        segmenter: A lung segmenter (``cxrlab segment train`` output): images whose split.csv
+            row has no usable mask get the segmenter's, and probe.json's ``mask_origin`` records
+            where each mask came from (file, segmenter or none).
         options: The keyword options of :func:`probe_images` (``batch_size``, ``attention``,
             ``attention_max_images``, ``cam_layer``, ``seed``).
 
@@ -225,12 +229,15 @@ def probe_run(
     run = load_run(run_dir, device=device)
     size = run.meta.image_size
     rows = split_rows(run, split)
-    images, ok, skipped = load_images(rows["path"].tolist(), size)
+    images, ok, skipped = load_images(rows["path"].tolist(), size, run.predictor.preprocess)
     rows, images = rows[ok].reset_index(drop=True), images[ok]
     if rows.empty:
         raise DataError(f"None of the {split} images of {run.run_dir} could be read.")
     logger.info("Probing %d %s images of %s", len(rows), split, run.run_dir)
     masks, status = load_masks(rows, size)
+    origin = fill_masks(
+        masks, status, rows["path"].tolist(), size, segmenter, run.predictor.preprocess
+    )
     found = probe_images(
         run.model, images, rows["label"].astype(str).to_numpy(), masks=masks, mask_status=status,
         sources=rows["source"].astype(str).to_numpy(), paths=rows["path"].tolist(), split=split,
@@ -241,6 +248,7 @@ def probe_run(
         "cxrlab_version": __version__,
         "skipped_images": skipped,
         **found,
+        "mask_origin": origin,
     }
     path = write_json(RunDir(run.run_dir).probe, report)
     logger.info("%s", report["summary"])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlab.errors import ConfigError, DataError
-from cxrlab.explain._rundir import load_images, load_masks, load_run, split_rows
+from cxrlab.explain._rundir import fill_masks, load_images, load_masks, load_run, split_rows
 from cxrlab.explain.attention import attention_frame, summarize_attention
 from cxrlab.explain.cam import (
     CamMethod,
@@ -103,6 +103,7 @@ def explain_run(
     seed: int = 0,
     batch_size: int = 32,
     device: str | None = None,
+    segmenter: str | os.PathLike | None = None,
 ) -> ExplainResult:
     """Explain a trained run's predictions with class activation maps.
 
@@ -124,6 +125,8 @@ def explain_run(
         seed: Seed of the example selection.
         batch_size: Images per CAM batch.
         device: Where to run (default: CUDA when present).
+        segmenter: Lung segmenter for images without a mask file (lung attention ratio and
+            pointing game); explain.json's ``mask_origin`` records each mask's origin.
 
     Raises:
         RunDirError, CheckpointError: The run directory is incomplete.
@@ -154,10 +157,14 @@ def explain_run(
         for col in ("label", "mask_path"):
             if col not in rows.columns:
                 rows[col] = ""
-        grays, ok, skipped = load_images(rows["path"].tolist(), meta.image_size)
+        grays, ok, skipped = load_images(
+            rows["path"].tolist(), meta.image_size, run.predictor.preprocess
+        )
     else:
         candidates = split_rows(run, split)
-        grays, ok, skipped = load_images(candidates["path"].tolist(), meta.image_size)
+        grays, ok, skipped = load_images(
+            candidates["path"].tolist(), meta.image_size, run.predictor.preprocess
+        )
         candidates, grays = candidates[ok].reset_index(drop=True), grays[ok]
         probs, _ = run.predictor.predict_images(grays)
         predicted = [classes[i] for i in probs.argmax(axis=1)]
@@ -194,6 +201,9 @@ def explain_run(
         target_names = [classes[class_index(classes, target)]] * len(rows)
 
     masks, status = load_masks(rows, meta.image_size)
+    origin = fill_masks(
+        masks, status, rows["path"].tolist(), meta.image_size, segmenter, run.predictor.preprocess
+    )
     att = attention_frame(
         cams, masks, paths=rows["path"].tolist(), labels=labels, predicted=predicted,
         mask_status=status,
@@ -244,6 +254,7 @@ def explain_run(
             "image_size": meta.image_size,
             "skipped_images": skipped,
             "lung_attention": summary,
+            "mask_origin": origin,
             "panel": {"png": str(png), "pdf": str(pdf)},
         },
     )

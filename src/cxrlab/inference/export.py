@@ -69,6 +69,9 @@ def onnx_metadata(meta: Any) -> dict[str, str]:
             "normalisation (mean/std) is in the graph"
         ),
         rt.ONNX_META_OUTPUT: "logits: (N,K) float32; their softmax is in `classes` order",
+        rt.ONNX_META_PREPROCESS: json.dumps(
+            dict(getattr(meta, "preprocess", None) or {"method": "none"}), sort_keys=True
+        ),
     }
 
 

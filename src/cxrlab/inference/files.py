@@ -196,7 +196,7 @@ def iter_predictions(
     for chunk_index, chunk in enumerate(
         _chunks(iter_input_files(inputs, skipped=skipped), batch_size)
     ):
-        decoded = decode_many(chunk, size, workers=workers)
+        decoded = decode_many(chunk, size, workers=workers, preprocess=predictor.preprocess)
         ok = np.flatnonzero(decoded.ok).tolist()
         probs = np.empty((0, len(predictor.classes)))
         cam_paths: dict[int, str] = {}

@@ -43,6 +43,9 @@ ONNX_META_MODEL_NAME = "model_name"
 ONNX_META_VERSION = "cxrlab_version"
 ONNX_META_INPUT = "input"
 ONNX_META_OUTPUT = "output"
+#: The decode path's preprocessing (JSON, :func:`cxrlab.data.preprocess.to_metadata`), applied
+#: before the graph; absent in older files, which means none.
+ONNX_META_PREPROCESS = "preprocess"
 
 #: The input contract of every exported graph (also stored in its metadata).
 INPUT_CONTRACT = "(N,1,S,S) float32 in [0,1]"
@@ -61,8 +64,11 @@ class Predictor(Protocol):
         in_chans: Channels the network takes (grayscale input is repeated to fill them).
         model_name: Registry name of the architecture.
         backend: ``"torch"`` or ``"onnx"``.
+        preprocess: The preprocessing the model was trained with (metadata dict), or None for
+            the plain stretch; pass it to :func:`cxrlab.data.images.decode_many`.
     """
 
+    preprocess: dict[str, Any] | None
     classes: tuple[str, ...]
     image_size: int
     in_chans: int
@@ -199,6 +205,7 @@ class TorchPredictor(_Batched):
         self.image_size = int(self.meta.image_size)
         self.in_chans = int(self.meta.in_chans)
         self.model_name = self.meta.model_name
+        self.preprocess = _active_preprocess(dict(getattr(self.meta, "preprocess", None) or {}))
 
     @classmethod
     def from_checkpoint(
@@ -327,6 +334,13 @@ class OnnxPredictor(_Batched):
                 "Re-export it from the run directory with `cxrlab export RUN_DIR --onnx FILE`."
             ) from None
         self.model_name = meta.get(ONNX_META_MODEL_NAME, "onnx")
+        try:
+            pre = json.loads(meta.get(ONNX_META_PREPROCESS) or "{}")
+        except ValueError:
+            raise CheckpointError(
+                f"{self.path}: its {ONNX_META_PREPROCESS!r} metadata is not JSON; re-export it."
+            ) from None
+        self.preprocess = _active_preprocess(pre)
         self.metadata = dict(meta)
         self.input_name = self.session.get_inputs()[0].name
 
@@ -338,6 +352,13 @@ class OnnxPredictor(_Batched):
             )
         (logits,) = self.session.run(None, {self.input_name: _expand_channels(x, self.in_chans)})
         return softmax(logits), None
+
+
+def _active_preprocess(pre: dict[str, Any]) -> dict[str, Any] | None:
+    """``pre`` when it changes decoding, else None (the plain stretch)."""
+    from cxrlab.data.preprocess import as_config
+
+    return None if not pre or as_config(pre).is_identity() else pre
 
 
 def session_options(threads: int | None = None):

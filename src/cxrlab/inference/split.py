@@ -69,6 +69,7 @@ def predict_split(
         meta.image_size,
         cache_dir=config.get("cache_dir"),
         workers=config.get("decode_workers"),
+        preprocess=meta.preprocess or None,
     )
     rows = np.flatnonzero((manifest["split"] == split).to_numpy() & cache.ok)
     predictor = TorchPredictor(model, device=device)

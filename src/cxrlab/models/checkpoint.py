@@ -79,6 +79,10 @@ def load_classifier(
         raise CheckpointError(
             f"{path}: weights do not fit model {meta.model_name!r}: {exc}"
         ) from None
+    if meta.preprocess:  # the decode path's preprocessing travels with the weights
+        import dataclasses
+
+        model.meta = dataclasses.replace(model.meta, preprocess=dict(meta.preprocess))
     return model.to(map_location).eval(), meta
 
 

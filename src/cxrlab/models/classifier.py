@@ -34,6 +34,8 @@ class ModelMeta:
         cam_layer: Dotted name of the default Grad-CAM layer inside :class:`CxrClassifier`.
         cxrlab_version: Version that wrote the checkpoint.
         format: Checkpoint format number (:data:`CHECKPOINT_FORMAT`).
+        preprocess: The decode path's preprocessing the model was trained with
+            (:func:`cxrlab.data.preprocess.to_metadata`); empty (older checkpoints) means none.
     """
 
     model_name: str
@@ -46,6 +48,7 @@ class ModelMeta:
     cxrlab_version: str = __version__
     format: int = CHECKPOINT_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -93,7 +93,7 @@ def create_app(
         if not data:
             raise HTTPException(400, f"{name} is empty (0 bytes); choose an image file.")
         try:
-            gray = _decode_upload(name, data, predictor.image_size)
+            gray = _decode_upload(name, data, predictor.image_size, predictor.preprocess)
         except ImageReadError as exc:
             reason = exc.reason
             raise HTTPException(
@@ -152,7 +152,7 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def _decode_upload(name: str, data: bytes, size: int) -> np.ndarray:
+def _decode_upload(name: str, data: bytes, size: int, preprocess=None) -> np.ndarray:
     """Decode an upload via a private temporary file (the readers sniff suffix and magic).
 
     Through :func:`cxrlab.data.images.decode_many`, the decode loop of every other caller.
@@ -167,7 +167,7 @@ def _decode_upload(name: str, data: bytes, size: int) -> np.ndarray:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        decoded = decode_many([tmp], size, workers=1)
+        decoded = decode_many([tmp], size, workers=1, preprocess=preprocess)
         if not decoded.ok[0]:
             raise ImageReadError(name, decoded.errors[0])
         return decoded.images[0]

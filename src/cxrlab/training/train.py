@@ -146,6 +146,7 @@ def _build_split_cache(config: TrainConfig, split: pd.DataFrame, image_size: int
     return build_cache(
         split["path"].tolist(), split["sha1"].tolist(), image_size,
         cache_dir=config.cache_dir, workers=config.decode_workers, progress=progress,
+        preprocess=config.preprocess,
     )  # fmt: skip
 
 
@@ -334,6 +335,12 @@ def _fit(
     model = create_classifier(
         config.model, classes, image_size=recipe.image_size, pretrained=config.pretrained
     )
+    if not config.preprocess.is_identity():
+        import dataclasses
+
+        from cxrlab.data.preprocess import to_metadata
+
+        model.meta = dataclasses.replace(model.meta, preprocess=to_metadata(config.preprocess))
     weights = None
     if config.class_weights == "balanced":
         from cxrlab.training.data import balanced_class_weights
