@@ -188,11 +188,11 @@ def register(app: typer.Typer) -> None:
         """Exact and near-duplicate images of FOLDER_A found in FOLDER_B (a leakage audit)."""
         from cxrlab.data.dedupe import DEFAULT_THRESHOLD
         from cxrlab.data.overlap import overlap_folders
-        from cxrlab.io import write_csv
+        from cxrlab.io import refuse_inside, write_csv
 
         if out is not None:
-            _refuse_inside(out, folder_a)
-            _refuse_inside(out, folder_b)
+            refuse_inside(out, folder_a, "--out")
+            refuse_inside(out, folder_b, "--out")
         result = overlap_folders(
             folder_a, folder_b,
             threshold=DEFAULT_THRESHOLD if threshold is None else threshold, workers=workers,
