@@ -152,3 +152,36 @@ def test_palette_is_colour_blind_safe_and_class_names_have_one_spelling(predicti
     assert class_label("Lung_Opacity") == "Lung Opacity"
     table = per_class_table({"Lung_Opacity": {"support": 3}})
     assert table["Class"].tolist() == ["Lung Opacity"]
+
+
+def test_cam_panel_fits_a_page_with_colorbar_and_lung_outline():
+    from matplotlib.collections import LineCollection
+    from matplotlib.contour import ContourSet
+
+    from cxrlab.reports.panel import cam_panel
+
+    rng = np.random.default_rng(0)
+    size = 128  # displayed above the model's 32 px grid
+    grays = [rng.integers(0, 255, (size, size), dtype=np.uint8) for _ in range(3)]
+    mask = np.zeros((size, size), dtype=bool)
+    mask[30:90, 20:60] = True
+    probs = rng.dirichlet(np.ones(4), 3)
+    fig = cam_panel(
+        grays, None, probs, classes=CLASSES, labels=["COVID", "Lung_Opacity", ""],
+        names=["a.png", "b.png", "c.png"], cams=[rng.random((4, 4)) for _ in range(3)],
+        masks=[mask, None, None], lung_ratios=np.array([0.5, np.nan, np.nan]),
+    )  # fmt: skip
+    FigureCanvasAgg(fig).draw()
+    assert tuple(fig.get_size_inches())[0] == 7.2 and not fig._suptitle
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert min(t.get_fontsize() for t in texts) >= 7
+    shown = [t.get_text() for t in texts]
+    assert "Lung Opacity\ncorrect" in shown or "Lung Opacity\nincorrect" in shown
+    assert not any("Lung_Opacity" == s for s in shown if "\n" not in s and ".png" not in s)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert images[0].get_array().shape == (size, size)  # the radiograph at display size
+    assert any(im.get_cmap().name == "viridis" for im in images)
+    assert any("CAM" in ax.get_xlabel() for ax in fig.axes)  # the colorbar
+    outlines = [c for ax in fig.axes for c in ax.collections
+                if isinstance(c, (ContourSet, LineCollection))]  # fmt: skip
+    assert len(outlines) >= 1  # only the first image has a mask

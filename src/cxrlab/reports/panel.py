@@ -19,6 +19,7 @@ from cxrlab.reports.style import (
     MIN_FONT_SIZE,
     PALETTE,
     class_label,
+    wrapped_label,
 )
 
 #: Colours of the predicted class's bar (Okabe-Ito bluish green / vermillion) and the others.
@@ -62,35 +63,36 @@ def cam_panel(
 
     n, k = len(grays), len(classes)
     rows = (n + _PER_ROW - 1) // _PER_ROW
-    row_h = max(1.35, 0.16 * k + 0.75)
-    with plt.rc_context({"font.size": MIN_FONT_SIZE + 1, "xtick.labelsize": MIN_FONT_SIZE,
-                         "ytick.labelsize": MIN_FONT_SIZE}):  # fmt: skip
-        fig, axes = plt.subplots(
-            rows, 3 * _PER_ROW, figsize=(DOUBLE_COLUMN, row_h * rows + 0.55), squeeze=False,
-            gridspec_kw={"width_ratios": [1.0, 1.0, 0.95] * _PER_ROW, "wspace": 0.12,
-                         "hspace": 0.55},
-        )  # fmt: skip
-        mappable = None
-        for i in range(rows * _PER_ROW):
+    row_h = max(1.45, 0.17 * k + 0.8)
+    rc = {"font.size": MIN_FONT_SIZE + 1, "xtick.labelsize": MIN_FONT_SIZE,
+          "ytick.labelsize": MIN_FONT_SIZE}  # fmt: skip
+    with plt.rc_context(rc):
+        fig = plt.figure(figsize=(DOUBLE_COLUMN, row_h * rows + 0.6), layout="constrained")
+        fig.get_layout_engine().set(w_pad=0.02, h_pad=0.03, wspace=0.02, hspace=0.06)
+        # per image: radiograph, CAM, class labels + bars; a thin spacer between the two images
+        ratios = [1.0, 1.0, 1.25, 0.1] * _PER_ROW
+        grid = fig.add_gridspec(rows, len(ratios), width_ratios=ratios)
+        mappable, cam_axes = None, []
+        for i in range(n):
             r, c = divmod(i, _PER_ROW)
-            ax_img, ax_ov, ax_bar = axes[r][3 * c : 3 * c + 3]
-            if i >= n:
-                for ax in (ax_img, ax_ov, ax_bar):
-                    ax.set_visible(False)
-                continue
-            mappable = _draw_one(
+            ax_img = fig.add_subplot(grid[r, 4 * c])
+            ax_ov = fig.add_subplot(grid[r, 4 * c + 1])
+            ax_bar = fig.add_subplot(grid[r, 4 * c + 2])
+            cam_axes.append(ax_ov)
+            drawn = _draw_one(
                 ax_img, ax_ov, ax_bar, grays[i], None if overlays is None else overlays[i],
                 probs[i], classes=classes, label=labels[i], name=names[i],
                 ratio=None if lung_ratios is None else lung_ratios[i],
                 cam=None if cams is None else cams[i], mask=None if masks is None else masks[i],
             )  # fmt: skip
-        fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.12 / (row_h * rows + 0.55),
-                            bottom=0.42 / (row_h * rows + 0.55))  # fmt: skip
+            mappable = drawn if drawn is not None else mappable
         if mappable is not None:
-            cax = fig.add_axes((0.3, 0.1 / (row_h * rows + 0.55), 0.4, 0.1 / (row_h * rows)))
-            bar = fig.colorbar(mappable, cax=cax, orientation="horizontal")
-            bar.set_label("CAM (0 = least, 1 = most attributed to the explained class; "
-                          "yellow line: lung mask)", fontsize=MIN_FONT_SIZE)  # fmt: skip
+            bar = fig.colorbar(mappable, ax=cam_axes, location="bottom", shrink=0.5,
+                               aspect=40, pad=0.01)  # fmt: skip
+            outline = " Yellow line: lung mask." if masks is not None and any(
+                m is not None for m in masks) else ""  # fmt: skip
+            bar.set_label("CAM: 0 = least, 1 = most attributed to the explained class." + outline,
+                          fontsize=MIN_FONT_SIZE)  # fmt: skip
             bar.ax.tick_params(labelsize=MIN_FONT_SIZE)
         if title:
             fig.suptitle(title, fontsize=MIN_FONT_SIZE + 1)
@@ -107,7 +109,7 @@ def _draw_one(ax_img, ax_ov, ax_bar, gray, rgb, p, *, classes, label, name, rati
     ax_img.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
     ax_img.set_title(_short(name), fontsize=MIN_FONT_SIZE, loc="left")
     ax_img.set_xlabel(
-        f"{class_label(label) if label else '?'}: {verdict}", fontsize=MIN_FONT_SIZE + 1,
+        f"{class_label(label) if label else '?'}\n{verdict}", fontsize=MIN_FONT_SIZE,
         fontweight="bold", color=_CORRECT if correct else (_WRONG if known else "black"),
     )  # fmt: skip
     mappable = None
@@ -139,24 +141,21 @@ def _draw_one(ax_img, ax_ov, ax_bar, gray, rgb, p, *, classes, label, name, rati
     ax_bar.barh(y, p, color=colors, height=0.65)
     ax_bar.set_xlim(0, 1)
     ax_bar.set_yticks(y)
-    ax_bar.set_yticklabels(
-        [class_label(c) + (" (true)" if c == label else "") for c in classes],
-        fontsize=MIN_FONT_SIZE,
-    )
+    ax_bar.set_yticklabels([wrapped_label(c, 10) for c in classes], fontsize=MIN_FONT_SIZE)
     for tick, c in zip(ax_bar.get_yticklabels(), classes, strict=True):
         if c == label:
             tick.set_fontweight("bold")
     ax_bar.invert_yaxis()
-    ax_bar.yaxis.tick_right()
     ax_bar.tick_params(axis="x", labelsize=MIN_FONT_SIZE)
     ax_bar.set_xlabel("probability", fontsize=MIN_FONT_SIZE)
+    ax_bar.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
     for yy, v in zip(y, p, strict=True):
         inside = v > 0.7
         ax_bar.text(
             v - 0.02 if inside else v + 0.02, yy, f"{v:.2f}", va="center", fontsize=MIN_FONT_SIZE,
             ha="right" if inside else "left", color="white" if inside else "black",
         )  # fmt: skip
-    ax_bar.spines[["top", "left"]].set_visible(False)
+    ax_bar.spines[["top", "right"]].set_visible(False)
     return mappable
 
 
