@@ -156,7 +156,8 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
     def item20() -> Answer:
         if not d["has_split"]:
             return _AUTHOR
-        return ("filled", d["level_detail"], _src(RunDir.SPLIT), "data")
+        return ("filled", f"{d['level'].capitalize()} level: {d['level_detail']}",
+                _src(RunDir.SPLIT), "data")  # fmt: skip
 
     def item21() -> Answer:
         return (

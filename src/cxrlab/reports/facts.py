@@ -219,7 +219,7 @@ def _duplicates(split: pd.DataFrame) -> dict[str, Any]:
 
 def _level_detail(data: dict[str, Any], patient: str | None) -> str:
     if patient:
-        return f"patient level: no {patient} appears in more than one partition"
+        return f"no {patient} appears in more than one partition."
     dup = data["duplicates"]
     kept = (
         " Exact and near-duplicate images are kept together in one partition"
@@ -227,9 +227,9 @@ def _level_detail(data: dict[str, Any], patient: str | None) -> str:
         else ""
     )
     if data["level"] == "source":
-        return "source level: each source's images sit in one partition." + kept
+        return "each source's images sit in one partition." + kept
     return (
-        "image level: split.csv has no patient identifier, so images of one patient may sit in "
+        "split.csv has no patient identifier, so images of one patient may sit in "
         "different partitions."
         + kept
         + (f" (straddling groups: {dup.get('straddling', 0)})." if kept else "")
@@ -281,6 +281,8 @@ def training_facts(
         "monitor": monitor,
         "best_score": summary.get("best_score"),
         "epochs_run": summary.get("epochs_run"),
+        "epochs_in_history": None if history is None else int(len(history)),
+        "finished": run.is_finished(),
         "seconds": summary.get("seconds"),
         "chosen_epoch": epoch,
         "best_checkpoint": summary.get("best_checkpoint"),
@@ -388,6 +390,11 @@ def limitations(facts: Facts) -> list[str]:
         out.append(
             "No external test set: every estimate is on an internal test partition of the "
             "training data's sources."
+        )
+    if not facts.run.is_finished():
+        out.append(
+            "Training had not finished when these files were read (no train_summary.json): "
+            "the checkpoint is the best one so far, and its numbers are provisional."
         )
     if facts.metrics is None:
         out.append("No metrics.json: the run has not been evaluated (`cxrlab evaluate RUN`).")

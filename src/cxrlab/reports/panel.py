@@ -18,7 +18,6 @@ from cxrlab.reports.style import (
     DOUBLE_COLUMN,
     MIN_FONT_SIZE,
     PALETTE,
-    class_label,
     wrapped_label,
 )
 
@@ -109,7 +108,7 @@ def _draw_one(ax_img, ax_ov, ax_bar, gray, rgb, p, *, classes, label, name, rati
     ax_img.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="lanczos")
     ax_img.set_title(_short(name), fontsize=MIN_FONT_SIZE, loc="left")
     ax_img.set_xlabel(
-        f"{class_label(label) if label else '?'}\n{verdict}", fontsize=MIN_FONT_SIZE,
+        f"{wrapped_label(label, 12) if label else '?'}\n{verdict}", fontsize=MIN_FONT_SIZE,
         fontweight="bold", color=_CORRECT if correct else (_WRONG if known else "black"),
     )  # fmt: skip
     mappable = None
