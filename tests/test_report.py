@@ -142,11 +142,16 @@ def test_claim_items_filled_only_from_present_files(small_run, tmp_path):
     assert by[33].status == "prefilled"  # no external set: nothing claimed
     assert by[44].status == "author" and by[2].status == "author"
     bare = RunDir(shutil.copytree(small_run.path, tmp_path / "bare"))
-    for path in (bare.metrics, bare.probe, bare.explain_json):
+    for path in (bare.metrics, bare.probe, bare.explain_json, bare.summary):
         path.unlink()
-    items = {i.number: i for i in claim_checklist(collect_facts(bare.path))}
+    facts = collect_facts(bare.path)
+    items = {i.number: i for i in claim_checklist(facts)}
     assert items[29].status == "author" and items[31].status == "author"
     assert items[30].status == "prefilled"
+    # a source is named only when the run holds it
+    assert all(RunDir.SUMMARY not in i.source for i in items.values())
+    assert items[26].source == "config.yaml, history.csv"
+    assert any("had not finished" in line for line in facts.limitations)
 
 
 def test_limitations_from_facts(small_run):

@@ -65,12 +65,16 @@ def _ci(entry, percent: bool = True) -> str:
 def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
     d, t, m = f.data, f.training, f.metrics
     recipe = t["recipe"]
+
+    def src(*names: str) -> str:  # only files the run holds are named as sources
+        return _src(*(n for n in names if (f.run.path / n).exists()))
+
     model = recipe.get("model", "?")
 
     def item1() -> Answer:
         return ("prefilled", f"Deep learning: a convolutional neural network ({model}) "
                 "classifying chest radiographs into " + ", ".join(map(class_label, f.classes)),
-                _src(RunDir.CONFIG, RunDir.CLASSES), "model")  # fmt: skip
+                src(RunDir.CONFIG, RunDir.CLASSES), "model")  # fmt: skip
 
     def item3() -> Answer:
         return ("prefilled", "Intended use: research only, not clinical use (see the model "
@@ -81,7 +85,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
             "prefilled",
             "Retrospective: images of an existing data set "
             f"({d.get('data_root') or 'see config.yaml'}).",
-            _src(RunDir.CONFIG),
+            src(RunDir.CONFIG),
             "data",
         )
 
@@ -99,12 +103,12 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         if not d["has_split"]:
             return _AUTHOR
         names = sorted({s for v in d["sources"].values() for s in v})
-        src = (f"{len(names)} sources recorded: {', '.join(names)}" if names
-               else "no source recorded per image")  # fmt: skip
+        known = (f"{len(names)} sources recorded: {', '.join(names)}" if names
+                 else "no source recorded per image")  # fmt: skip
         return (
             "filled",
-            f"Data folder {d.get('data_root')}; {src}.",
-            _src(RunDir.CONFIG, RunDir.SPLIT),
+            f"Data folder {d.get('data_root')}; {known}.",
+            src(RunDir.CONFIG, RunDir.SPLIT),
             "data",
         )
 
@@ -113,36 +117,36 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         text = ("Every decodable image of the class folders was included"
                 + (f", at most {lim} per class" if lim else "")
                 + f"; {d['skipped']['n']} undecodable file(s) excluded.")  # fmt: skip
-        return ("prefilled", text, _src(RunDir.CONFIG, RunDir.SKIPPED), "data")
+        return ("prefilled", text, src(RunDir.CONFIG, RunDir.SKIPPED), "data")
 
     def item9() -> Answer:
         size = recipe.get("image_size")
         return ("filled", f"Decoded to 8-bit grayscale, resized (stretched, antialiased "
                 f"bilinear) to {size} x {size} px, scaled to [0, 1]; normalisation inside the "
-                "model.", _src(RunDir.CONFIG), "model")  # fmt: skip
+                "model.", src(RunDir.CONFIG), "model")  # fmt: skip
 
     def item10() -> Answer:
         lim = d.get("limit_per_class")
         text = (f"At most {lim} images per class." if lim else
                 "No subset selected: all scanned images were split.")  # fmt: skip
-        return ("filled", text, _src(RunDir.CONFIG, RunDir.SPLIT), "data")
+        return ("filled", text, src(RunDir.CONFIG, RunDir.SPLIT), "data")
 
     def item12() -> Answer:
         return ("filled", f"{d['skipped']['n']} undecodable file(s) left out and listed; "
                 f"{d.get('n_unknown_source', 0)} image(s) without a recorded source.",
-                _src(RunDir.SKIPPED, RunDir.SPLIT), "data")  # fmt: skip
+                src(RunDir.SKIPPED, RunDir.SPLIT), "data")  # fmt: skip
 
     def item14() -> Answer:
         return (
             "prefilled",
             f"The class of each image is its dataset folder ({', '.join(f.classes)}).",
-            _src(RunDir.SPLIT),
+            src(RunDir.SPLIT),
             "data",
         )
 
     def item17() -> Answer:
         return ("prefilled", "Test images carry the same folder labels as training images; no "
-                "separate annotation.", _src(RunDir.SPLIT), "data")  # fmt: skip
+                "separate annotation.", src(RunDir.SPLIT), "data")  # fmt: skip
 
     def item19() -> Answer:
         if not d["has_split"]:
@@ -151,20 +155,20 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         return ("filled", f"{d.get('method')} split, seed {d.get('split_seed')}: train "
                 f"{ps['train']} / val {ps['val']} / test {ps['test']} images (requested val "
                 f"{_pct(d['fractions']['val'])}, test {_pct(d['fractions']['test'])}).",
-                _src(RunDir.CONFIG, RunDir.SPLIT), "data")  # fmt: skip
+                src(RunDir.CONFIG, RunDir.SPLIT), "data")  # fmt: skip
 
     def item20() -> Answer:
         if not d["has_split"]:
             return _AUTHOR
         return ("filled", f"{d['level'].capitalize()} level: {d['level_detail']}",
-                _src(RunDir.SPLIT), "data")  # fmt: skip
+                src(RunDir.SPLIT), "data")  # fmt: skip
 
     def item21() -> Answer:
         return (
             "prefilled",
             "No sample size calculation recorded; the test set is "
             f"{d.get('per_split', {}).get('test', '?')} images.",
-            _src(RunDir.SPLIT),
+            src(RunDir.SPLIT),
             "data",
         )
 
@@ -173,7 +177,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         params = f", {p['weights']:,} parameters" if p else ""
         return ("filled", f"{model}{params}; input 1 x {recipe.get('image_size')} x "
                 f"{recipe.get('image_size')} grayscale, output {len(f.classes)} class "
-                "probabilities (softmax).", _src(RunDir.CONFIG, RunDir.CHECKPOINTS),
+                "probabilities (softmax).", src(RunDir.CONFIG, RunDir.CHECKPOINTS),
                 "model")  # fmt: skip
 
     def item23() -> Answer:
@@ -184,7 +188,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         return (
             "filled",
             f"Python {f.environment.get('python')}; {text}; cxrlab {f.environment.get('cxrlab')}.",
-            _src(RunDir.ENVIRONMENT),
+            src(RunDir.ENVIRONMENT),
             "model",
         )
 
@@ -195,7 +199,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
             if pre
             else f"Random initialisation (no pretrained weights), seed {recipe.get('seed')}."
         )
-        return ("filled", text, _src(RunDir.CONFIG), "model")
+        return ("filled", text, src(RunDir.CONFIG), "model")
 
     def item25() -> Answer:
         keys = ("optimizer", "lr", "weight_decay", "scheduler", "epochs", "batch_size",
@@ -205,7 +209,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         return (
             "filled",
             f"One model trained; {hp}; augmentation: {aug or 'none'}.",
-            _src(RunDir.CONFIG, RunDir.SUMMARY),
+            src(RunDir.CONFIG, RunDir.SUMMARY),
             "model",
         )
 
@@ -215,17 +219,22 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         ep = t.get("chosen_epoch")
         return ("filled", f"Checkpoint with the best validation {t['monitor']}"
                 + (f" (epoch {ep} of {t.get('epochs_run') or '?'})" if ep else "") + ".",
-                _src(RunDir.SUMMARY, RunDir.HISTORY), "model")  # fmt: skip
+                src(RunDir.SUMMARY, RunDir.CONFIG, RunDir.HISTORY), "model")  # fmt: skip
 
     def item27() -> Answer:
-        return ("filled", "No ensembling: one checkpoint.", _src(RunDir.SUMMARY), "model")
+        return (
+            "filled",
+            "No ensembling: one checkpoint.",
+            src(RunDir.SUMMARY, RunDir.CHECKPOINTS),
+            "model",
+        )
 
     def item28() -> Answer:
         if m is None:
             return _AUTHOR
         return ("filled", "Accuracy, macro and per-class precision, sensitivity, specificity, "
                 "F1, ROC AUC, average precision; ECE, Brier score, NLL; operating points.",
-                _src(RunDir.METRICS), "test")  # fmt: skip
+                src(RunDir.METRICS), "test")  # fmt: skip
 
     def item29() -> Answer:
         if m is None:
@@ -233,7 +242,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         b = m.get("bootstrap") or {}
         return ("filled", f"95% intervals: Clopper-Pearson for proportions; {b.get('method')} "
                 f"bootstrap ({b.get('n_boot')} resamples, seed {b.get('seed')}) for the others.",
-                _src(RunDir.METRICS), "test")  # fmt: skip
+                src(RunDir.METRICS), "test")  # fmt: skip
 
     def item30() -> Answer:
         if f.probe is None:
@@ -242,7 +251,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
             "filled",
             "Shortcut probes (lungs removed, lungs only, border only, source "
             "probe): " + str(f.probe.get("summary", "")),
-            _src(RunDir.PROBE),
+            src(RunDir.PROBE),
             "probes",
         )
 
@@ -267,7 +276,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         return (
             "filled",
             f"Internal test partition, n = {m.get('n')}: accuracy {_ci(acc)}%.",
-            _src(RunDir.METRICS),
+            src(RunDir.METRICS),
             "test",
         )
 
@@ -292,11 +301,11 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
             return _AUTHOR
         return ("filled", f"{d['n_images']} images included, {d['skipped']['n']} excluded "
                 "(undecodable); per class and partition in the data section. Counts are "
-                "images, not patients.", _src(RunDir.SPLIT, RunDir.SKIPPED), "data")  # fmt: skip
+                "images, not patients.", src(RunDir.SPLIT, RunDir.SKIPPED), "data")  # fmt: skip
 
     def item36() -> Answer:
         return ("prefilled", "No demographic or clinical variables in the files; class and "
-                "source counts per partition only.", _src(RunDir.SPLIT), "data")  # fmt: skip
+                "source counts per partition only.", src(RunDir.SPLIT), "data")  # fmt: skip
 
     def item37() -> Answer:
         if m is None:
@@ -309,7 +318,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         return (
             "filled",
             "Test: " + "; ".join(p for p in parts if p) + ".",
-            _src(RunDir.METRICS),
+            src(RunDir.METRICS),
             "test",
         )
 
@@ -325,12 +334,12 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
             if (m.get("operating_points") or {}).get("classes")
             else ""
         )
-        return ("filled", "; ".join(parts) + "." + ops, _src(RunDir.METRICS), "test")
+        return ("filled", "; ".join(parts) + "." + ops, src(RunDir.METRICS), "test")
 
     def item39() -> Answer:
-        src = _src(RunDir.METRICS) + (", explain/" if f.explain else "")
+        where = src(RunDir.METRICS) + (", explain/" if f.explain else "")
         return ("prefilled", "Confusion matrix" + (" and CAMs of incorrect predictions"
-                if f.explain else "") + " shown; interpretation is the author's.", src,
+                if f.explain else "") + " shown; interpretation is the author's.", where,
                 "test")  # fmt: skip
 
     def item40() -> Answer:
@@ -349,7 +358,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
             "prefilled",
             "config.yaml holds the resolved recipe; the report's footer gives "
             "the command that rebuilds it.",
-            _src(RunDir.CONFIG, RunDir.ENVIRONMENT),
+            src(RunDir.CONFIG, RunDir.ENVIRONMENT),
             "footer",
         )
 
@@ -358,7 +367,7 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         return ("prefilled", f"Trained with cxrlab {f.environment.get('cxrlab')}"
                 + (f" (commit {commit[:12]})" if commit else "")
                 + "; availability of model and data is the author's statement.",
-                _src(RunDir.ENVIRONMENT), "footer")  # fmt: skip
+                src(RunDir.ENVIRONMENT), "footer")  # fmt: skip
 
     return {
         1: item1, 3: item3, 5: item5, 6: item6, 7: item7, 8: item8, 9: item9, 10: item10,
