@@ -52,6 +52,12 @@ def _src(*names: str) -> str:
     return ", ".join(n + "/" if n == RunDir.CHECKPOINTS else n for n in names)
 
 
+def bootstrap_name(method: str | None) -> str:
+    """metrics.json's bootstrap method as a phrase ("stratified BCa bootstrap")."""
+    method = str(method or "bootstrap")
+    return method if "bootstrap" in method else f"{method} bootstrap"
+
+
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.0f}%"
 
@@ -216,9 +222,9 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
     def item26() -> Answer:
         if not t.get("monitor"):
             return _AUTHOR
-        ep = t.get("chosen_epoch")
+        ep, of = t.get("chosen_epoch"), t.get("epochs_run") or t.get("epochs_in_history")
         return ("filled", f"Checkpoint with the best validation {t['monitor']}"
-                + (f" (epoch {ep} of {t.get('epochs_run') or '?'})" if ep else "") + ".",
+                + (f" (epoch {ep} of {of})" if ep else "") + ".",
                 src(RunDir.SUMMARY, RunDir.CONFIG, RunDir.HISTORY), "model")  # fmt: skip
 
     def item27() -> Answer:
@@ -240,17 +246,20 @@ def _fillers(f: Facts) -> dict[int, Callable[[], Answer]]:
         if m is None:
             return _AUTHOR
         b = m.get("bootstrap") or {}
-        return ("filled", f"95% intervals: Clopper-Pearson for proportions; {b.get('method')} "
-                f"bootstrap ({b.get('n_boot')} resamples, seed {b.get('seed')}) for the others.",
+        return ("filled", f"95% intervals: Clopper-Pearson for proportions; "
+                f"{bootstrap_name(b.get('method'))} ({b.get('n_boot')} resamples, seed "
+                f"{b.get('seed')}) for the others.",
                 src(RunDir.METRICS), "test")  # fmt: skip
 
     def item30() -> Answer:
         if f.probe is None:
             return ("prefilled", "No robustness analysis in the run's files.", "", "probes")
+        names = [k.replace("_", " ") for k in (f.probe.get("probes") or {})]
+        if (f.probe.get("source_probe") or {}).get("status") not in (None, "skipped"):
+            names.append("source probe")
         return (
             "filled",
-            "Shortcut probes (lungs removed, lungs only, border only, source "
-            "probe): " + str(f.probe.get("summary", "")),
+            f"Shortcut probes ({', '.join(names)}): " + str(f.probe.get("summary", "")),
             src(RunDir.PROBE),
             "probes",
         )

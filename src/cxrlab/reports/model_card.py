@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cxrlab.reports.claim import bootstrap_name
 from cxrlab.reports.facts import Facts
 from cxrlab.reports.style import class_label
 
@@ -82,7 +83,7 @@ def model_card(f: Facts) -> list[CardSection]:
     if m is not None:
         b = m.get("bootstrap") or {}
         metrics.append(
-            f"95% intervals: Clopper-Pearson for proportions, {b.get('method')} bootstrap "
+            f"95% intervals: Clopper-Pearson for proportions, {bootstrap_name(b.get('method'))} "
             f"({b.get('n_boot')} resamples) for the others (metrics.json)."
         )
     ps = d.get("per_split", {})

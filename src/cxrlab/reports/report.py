@@ -25,7 +25,13 @@ import cxrlab
 from cxrlab.io import refuse_inside, write_text
 from cxrlab.reports import figures, tables
 from cxrlab.reports.claim import CITATION as CLAIM_CITATION
-from cxrlab.reports.claim import STATUS_TEXT, ClaimItem, claim_checklist, status_counts
+from cxrlab.reports.claim import (
+    STATUS_TEXT,
+    ClaimItem,
+    bootstrap_name,
+    claim_checklist,
+    status_counts,
+)
 from cxrlab.reports.facts import Facts, collect_facts
 from cxrlab.reports.model_card import CITATION as CARD_CITATION
 from cxrlab.reports.model_card import CardSection, model_card
@@ -167,6 +173,7 @@ def _test_section(f: Facts) -> dict[str, Any]:
         "metrics": _table(tables.metrics_table(m["metrics"])),
         "per_class": _table(_labelled(tables.per_class_table(m.get("per_class") or {}))),
         "bootstrap": m.get("bootstrap") or {},
+        "bootstrap_name": bootstrap_name((m.get("bootstrap") or {}).get("method")),
     }
     cm = (m.get("confusion_matrix") or {}).get("counts")
     if cm is not None:
