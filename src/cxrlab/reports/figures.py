@@ -272,18 +272,20 @@ def _reliability_axes(ax, curve: pd.DataFrame, title: str, ece: float | None) ->
         curve["count"][filled], strict=True,
     ):  # fmt: skip
         top = max(float(acc), float(conf))
-        ax.text(x, min(top + 0.015, 0.97), f"{int(n)}", ha="center", va="bottom",
+        ax.text(x, top + 0.015, f"{int(n)}", ha="center", va="bottom",
                 fontsize=MIN_FONT_SIZE - 0.0, rotation=90)  # fmt: skip
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.08)
+    ax.set_ylim(0, 1.42)  # headroom above 1 holds the legend, clear of every bar and count
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.spines[["top", "right"]].set_visible(False)
     ax.set_xlabel("Confidence (top-class probability)")
     ax.set_ylabel("Accuracy")
     label = title if ece is None else f"{title}, ECE = {ece:.3f}"
     if label:
         ax.set_title(label, loc="left")
-    ax.legend(loc="upper left", frameon=True, title="numbers: images per bin",
-              title_fontsize=MIN_FONT_SIZE)  # fmt: skip
+    ax.legend(loc="upper left", frameon=False, ncol=2, title="numbers: images per bin",
+              title_fontsize=MIN_FONT_SIZE, columnspacing=0.8, handlelength=1.4)  # fmt: skip
     ax.grid(alpha=0.3)
 
 
