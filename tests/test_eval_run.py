@@ -133,7 +133,7 @@ def test_evaluate_run_writes_everything(run_dir):
             assert (run_dir / "figures" / f"{name}.{ext}").is_file(), name
     md = (run_dir / "tables" / "metrics.md").read_text()
     assert "Accuracy (%)" in md and "Temperature (fitted on val)" in md
-    assert "Lung\\_Opacity" in (run_dir / "tables" / "per_class.tex").read_text()
+    assert "Lung Opacity" in (run_dir / "tables" / "per_class.tex").read_text()
     assert result.probe == {
         "split": "test",
         "shortcut_suspected": True,

@@ -41,7 +41,7 @@ def test_per_class_table():
     frame = T.per_class_table(per_class)
     assert frame.columns.tolist() == ["Class", "n", "Sensitivity (%)", "Specificity (%)", "ROC AUC"]
     assert frame.iloc[0].tolist() == [
-        "Lung_Opacity",
+        "Lung Opacity",  # the figures' spelling
         "12",
         "80.0 (70.0-90.0)",
         "80.0 (70.0-90.0)",

@@ -201,8 +201,11 @@ def test_cam_overlays(ckpt, folder, tmp_path):
     written = df.loc[df["error"] == "", "cam"]
     assert len(written) == 5 and all(Path(p).parent == cams for p in written)
     assert (df.loc[df["error"] != "", "cam"] == "").all()
+    path = Path(df.loc[written.index[0], "path"])
     image = np.asarray(Image.open(written.iloc[0]))
-    assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
+    with Image.open(path) as source:  # drawn at the source's resolution, not the model's
+        assert image.shape == (source.height, source.width, 3) and image.dtype == np.uint8
+    assert image.shape[:2] != (SIZE, SIZE)
     with pytest.raises(DataError, match="inside the input folder"):
         predict_files(ckpt, [folder], cam_dir=folder / "cams", progress=False)
 

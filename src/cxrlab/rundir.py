@@ -115,7 +115,12 @@ class RunDir:
     BEST = "best"
     LAST = "last"
     PREDICTIONS = "predictions"
+    REPORT = "report.html"
+    MODEL_CARD = "model_card.md"
+    CLAIM_CHECKLIST = "claim_checklist.md"
     EXTERNAL = "external"
+    EXPLAIN_JSON = "explain.json"
+    CAM_PANEL = "cam_panel.png"
 
     def __init__(self, path: str | os.PathLike | RunDir):
         self.path = Path(path.path if isinstance(path, RunDir) else path)
@@ -203,6 +208,38 @@ class RunDir:
     @property
     def explain(self) -> Path:
         return self.path / "explain"
+
+    @property
+    def explain_json(self) -> Path:
+        """``explain/explain.json`` (settings and lung attention of ``cxrlab explain``)."""
+        return self.explain / self.EXPLAIN_JSON
+
+    @property
+    def cam_panel(self) -> Path:
+        """``explain/cam_panel.png`` (``cxrlab explain``'s paper panel)."""
+        return self.explain / self.CAM_PANEL
+
+    @property
+    def report(self) -> Path:
+        """``report.html`` (``cxrlab report``)."""
+        return self.path / self.REPORT
+
+    @property
+    def model_card(self) -> Path:
+        """``model_card.md`` (``cxrlab report``; Mitchell et al. 2019's nine sections)."""
+        return self.path / self.MODEL_CARD
+
+    @property
+    def claim_checklist(self) -> Path:
+        """``claim_checklist.md`` (``cxrlab report``; CLAIM 2024's 44 items)."""
+        return self.path / self.CLAIM_CHECKLIST
+
+    def externals(self) -> list[ExternalDir]:
+        """Every ``external/<name>/`` folder of the run, sorted by name (``[]`` when none)."""
+        root = self.path / self.EXTERNAL
+        if not root.is_dir():
+            return []
+        return [ExternalDir(p) for p in sorted(root.iterdir()) if p.is_dir()]
 
     def predictions(self, split: str) -> Path:
         """``predictions/<split>.csv``."""

@@ -320,7 +320,8 @@ def _write_figures(
     history = RunDir(run_dir).history
     if history.is_file():
         try:
-            fig = figures.plot_training_curves(pd.read_csv(history))
+            frame = pd.read_csv(history)
+            fig = figures.plot_training_curves(frame, **_curve_marks(run_dir, frame))
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             logger.warning("Could not read %s (%s); no training curves", history, exc)
             fig = None
@@ -331,6 +332,20 @@ def _write_figures(
         png, pdf = figures.save_figure(fig, fig_dir / name)
         out[f"{name}_png"], out[f"{name}_pdf"] = png, pdf
     return out
+
+
+def _curve_marks(run_dir: Path, history: pd.DataFrame) -> dict[str, Any]:
+    """The chosen epoch and the train-loss note for the training-curve figure."""
+    from cxrlab.reports.facts import chosen_epoch, train_loss_note
+
+    run = RunDir(run_dir)
+    summary = run.read_json(run.summary) if run.summary.is_file() else {}
+    config = run.read_config()
+    monitor = summary.get("monitor") or config.get("monitor")
+    return {
+        "chosen_epoch": chosen_epoch(history, monitor),
+        "train_loss_note": train_loss_note(config) or None,
+    }
 
 
 def _probe_summary(run_dir: Path) -> dict[str, Any] | None:

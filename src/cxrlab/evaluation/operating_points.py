@@ -193,12 +193,13 @@ def apply_operating_points(
 
 def operating_points_table(points: Mapping[str, Any]) -> pd.DataFrame:
     """One row per (class, rule): threshold, test sensitivity/specificity/PPV/NPV with CIs, 2x2."""
+    from cxrlab.reports.style import class_label
     from cxrlab.reports.tables import format_ci
 
     rows = []
     for c, rules in points["classes"].items():
         for rule, e in rules.items():
-            row = {"Class (vs rest)": c, "Rule (chosen on val)": RULE_DISPLAY[rule]}
+            row = {"Class (vs rest)": class_label(c), "Rule (chosen on val)": RULE_DISPLAY[rule]}
             if e.get("threshold") is None:
                 row["Threshold"] = "undefined"
                 rows.append(row)

@@ -319,7 +319,7 @@ def compute_cams(
 
 
 def overlay(
-    gray: np.ndarray, cam: np.ndarray, *, alpha: float = 0.4, colormap: str = "jet"
+    gray: np.ndarray, cam: np.ndarray, *, alpha: float = 0.4, colormap: str = "viridis"
 ) -> np.ndarray:
     """Blend a CAM over a grayscale radiograph.
 

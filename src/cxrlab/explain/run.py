@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrlab.data.images import resize_square
 from cxrlab.errors import ConfigError, DataError
 from cxrlab.explain._rundir import fill_masks, load_images, load_masks, load_run, split_rows
 from cxrlab.explain.attention import attention_frame, summarize_attention
@@ -34,7 +35,7 @@ class ExplainResult:
 
     Attributes:
         out_dir: The output folder.
-        panel_png: The panel figure (PNG, 200 dpi).
+        panel_png: The panel figure (PNG, 300 dpi).
         panel_pdf: The same panel as PDF (vector, for papers).
         overlays: One overlay PNG per image, in panel order.
         table: One row per image: path, label, predicted, correct, target (class explained),
@@ -213,23 +214,28 @@ def explain_run(
         summary, model, layer, meta.image_size, notify=bool(summary["n_with_mask"])
     )
 
-    overlays_rgb = [overlay(g, c) for g, c in zip(grays, cams, strict=True)]
+    # The panel and overlays show each image near its source resolution, not the model's grid.
+    size = display_size(rows, meta.image_size)
+    shown, shown_ok, _ = load_images(rows["path"].tolist(), size)
+    shown = np.stack([s if good else resize_square(g, size)
+                      for s, good, g in zip(shown, shown_ok, grays, strict=True)])  # fmt: skip
+    shown_masks, _ = load_masks(rows, size)
+    overlays_rgb = [overlay(g, c) for g, c in zip(shown, cams, strict=True)]
     overlay_paths = []
     for i, (path, rgb) in enumerate(zip(rows["path"], overlays_rgb, strict=True)):
         name = f"{i:02d}_{(labels[i] or 'unknown').replace(' ', '_')}_{_stem(path)}.png"
         overlay_paths.append(_save_png(rgb, out_dir / "overlays" / name))
 
-    title = f"{method} on {layer} (target: {target}) - {Path(run.run_dir).name}"
     from cxrlab.reports.panel import cam_panel
 
     fig = cam_panel(
-        grays, overlays_rgb, probs, classes=classes, labels=labels,
-        names=[Path(p).name for p in rows["path"]], title=title,
-        lung_ratios=att["lung_ratio"].to_numpy(),
+        shown, None, probs, classes=classes, labels=labels,
+        names=[Path(p).name for p in rows["path"]], lung_ratios=att["lung_ratio"].to_numpy(),
+        cams=cams, masks=shown_masks,
     )  # fmt: skip
     try:
-        png = savefig(fig, out_dir / "cam_panel.png", dpi=200, bbox_inches="tight")
-        pdf = savefig(fig, out_dir / "cam_panel.pdf", bbox_inches="tight")
+        png = savefig(fig, out_dir / "cam_panel.png", dpi=300)
+        pdf = savefig(fig, out_dir / "cam_panel.pdf")
     finally:
         import matplotlib.pyplot as plt
 
@@ -252,6 +258,7 @@ def explain_run(
             "n_images": len(rows),
             "classes": classes,
             "image_size": meta.image_size,
+            "display_size": size,
             "skipped_images": skipped,
             "lung_attention": summary,
             "mask_origin": origin,
@@ -260,6 +267,17 @@ def explain_run(
     )
     logger.info("Wrote %d CAM overlays and the panel %s", len(rows), png)
     return ExplainResult(out_dir, png, pdf, overlay_paths, table, summary, skipped)
+
+
+def display_size(rows: pd.DataFrame, image_size: int, *, cap: int = 320) -> int:
+    """Side of the square the panel shows images at: the source's (median of ``width`` and
+    ``height`` when split.csv records them), at least the model's input, at most ``cap``."""
+    sides = []
+    for col in ("width", "height"):
+        if col in rows.columns:
+            sides.extend(pd.to_numeric(rows[col], errors="coerce").dropna().tolist())
+    source = int(np.median(sides)) if sides else 4 * image_size
+    return int(min(max(source, image_size), max(cap, image_size)))
 
 
 def _save_png(rgb: np.ndarray, path: Path) -> Path:

@@ -419,13 +419,37 @@ class _CamWriter:
         cams = self.compute_cams(self.predictor.model, x, method="gradcam", target="predicted")  # type: ignore[attr-defined]
         written: dict[int, str] = {}
         for j, (i, path) in enumerate(zip(ok, paths, strict=True)):
-            image = self.overlay(images[j], cams[j])
+            image = self.overlay(self._source(path, images[j]), cams[j])
             label = self.predictor.classes[int(np.argmax(probs[j]))]
             target = self.folder / f"{start + i:06d}_{path.stem}.{_safe(label)}.png"
             with atomic_path(target) as tmp:
                 Image.fromarray(image).save(tmp, format="PNG")
             written[i] = str(target)
         return written
+
+    @staticmethod
+    def _source(path: Path, fallback: np.ndarray) -> np.ndarray:
+        """The image at its own resolution (long side at most :data:`CAM_MAX_SIDE`), so the
+        overlay is drawn at the source's resolution, not the model's; the model-size image when
+        the file cannot be read again."""
+        from cxrlab.data.images import read_gray
+        from cxrlab.errors import CxrlabError
+
+        try:
+            gray = read_gray(path, max_side=CAM_MAX_SIDE)
+        except (CxrlabError, OSError, ValueError):
+            return fallback
+        if max(gray.shape) > CAM_MAX_SIDE:
+            from PIL import Image
+
+            scale = CAM_MAX_SIDE / max(gray.shape)
+            size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+            gray = np.asarray(Image.fromarray(gray).resize(size, Image.BILINEAR))
+        return gray
+
+
+#: Longest side of a ``--cam`` overlay, pixels (sources larger than this are reduced).
+CAM_MAX_SIDE = 1024
 
 
 def _safe(name: str) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from cxrlab.reports.style import class_label
+
 #: Display name and whether the metric is a rate shown in percent (else 3 decimals).
 METRIC_DISPLAY: dict[str, tuple[str, bool]] = {
     "accuracy": ("Accuracy (%)", True),
@@ -88,10 +90,11 @@ def metrics_table(
 
 
 def per_class_table(per_class: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per class: ``Class``, ``n`` and each per-class metric with its CI."""
+    """One row per class: ``Class`` (its display spelling, as in the figures), ``n`` and each
+    per-class metric with its CI."""
     rows = []
     for cls, entry in per_class.items():
-        row = {"Class": cls, "n": str(entry.get("support", ""))}
+        row = {"Class": class_label(cls), "n": str(entry.get("support", ""))}
         for name, (label, pct) in PER_CLASS_DISPLAY.items():
             if name in entry:
                 row[label] = format_ci(entry[name], percent=pct)
