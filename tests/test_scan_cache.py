@@ -104,3 +104,21 @@ def test_cache_off_and_damaged_cache(synth_dataset, tmp_path, monkeypatch):
     calls = _counting(monkeypatch)
     scan_dataset(data, cache_dir=cache)
     assert calls == []
+
+
+def test_a_scan_never_reports_more_than_it_asked_for(synth_dataset, tmp_path, monkeypatch):
+    """An entry from a decoding scan answers a header-only scan as a header-only probe would."""
+    data = _copy(synth_dataset, tmp_path / "COVID-19_Radiography_Dataset")
+    cache = tmp_path / "cache"
+    target = scan_dataset(data, cache_dir=cache).index.iloc[0]["path"]
+    raw = open(target, "rb").read()
+    with open(target, "wb") as fh:
+        fh.write(raw[: len(raw) // 2])
+    assert any(
+        p.kind == "truncated" for p in scan_dataset(data, verify=True, cache_dir=cache).problems
+    )
+    calls = _counting(monkeypatch)
+    fast = scan_dataset(data, hash=False, cache_dir=cache)
+    assert calls == [] and target in set(fast.index["path"])
+    assert not any(p.kind == "truncated" for p in fast.problems)
+    assert (fast.index["sha1"] == "").all()

@@ -80,7 +80,8 @@ class ProbeCache:
                                                                       want_phash):  # fmt: skip
             with self._lock:
                 self.hits += 1
-            return FileProbe(**entry["probe"])
+            return _as_asked(FileProbe(**entry["probe"]), want_sha1, decode or want_phash,
+                             want_phash)  # fmt: skip
         result = probe_fn(path)
         record = {
             "stamp": stamp,
@@ -119,6 +120,23 @@ def _covers(entry: dict, want_sha1: bool, decode: bool, want_phash: bool) -> boo
         and (entry["decode"] or not (decode or want_phash))
         and (entry["phash"] or not want_phash)
     )
+
+
+def _as_asked(probe: FileProbe, want_sha1: bool, decode: bool, want_phash: bool) -> FileProbe:
+    """What a probe with these options would have found, from an entry that may know more.
+
+    A scan's result never depends on what earlier scans computed: a header-only scan does not
+    report a truncation that only decoding finds.
+    """
+    if not want_sha1:
+        probe.sha1 = ""
+    if not want_phash:
+        probe.phash = ""
+    if not decode:
+        probe.has_foreground = None
+        if probe.kind == "truncated":
+            probe.kind, probe.detail = None, ""
+    return probe
 
 
 def open_probe_cache(dataset: Path, cache_dir, enabled: bool = True) -> ProbeCache:

@@ -233,7 +233,8 @@ def survey(plan: Plan, *, calibrate: bool = True, device: str | None = None) -> 
         k: int((prepared.manifest["split"] == k).sum()) for k in ("train", "val", "test")
     }
     if calibrate and plan.to_run():
-        seen: dict[str, float] = {}
+        # A finished cell's own fit time is the best calibration; otherwise time a few steps.
+        seen = _measured_rates(plan)
         for cell in plan.to_run():
             if cell.label not in seen:
                 seen[cell.label] = calibrate_cell(cell.config, prepared.classes, device=device)
@@ -241,13 +242,25 @@ def survey(plan: Plan, *, calibrate: bool = True, device: str | None = None) -> 
     return plan
 
 
+def _measured_rates(plan: Plan) -> dict[str, float]:
+    """Training seconds per image of each label, from its finished cells' fit seconds."""
+    rates: dict[str, list[float]] = {}
+    for c in plan.cells:
+        fit = read_status(cell_status_path(plan.out, c)).get("fit_seconds")
+        n = plan.n_split.get("train", 0) + plan.n_split.get("val", 0) / 3
+        if c.state == "finished" and isinstance(fit, (int, float)) and fit > 0 and n:
+            rates.setdefault(c.label, []).append(fit / (_epochs(c.config) * n))
+    return {k: sum(v) / len(v) for k, v in rates.items()}
+
+
 def calibrate_cell(
-    config: TrainConfig, classes: list[str], *, device=None, steps: int = 3
+    config: TrainConfig, classes: list[str], *, device=None, steps: int = 2, batch: int = 8
 ) -> float:
     """Seconds per training image of ``config``'s model: a few steps on random images.
 
-    One warm-up step, then ``steps`` timed forward/backward/update steps of one recipe batch (at
-    most 32 images) at the recipe's image size, on the device training would use.
+    One warm-up step, then ``steps`` timed forward/backward/update steps of ``batch`` images (at
+    most the recipe's batch) at the recipe's image size, on the device training would use. Small
+    batches run slower per image than the recipe's, so the estimate errs long.
     """
     import torch
 
@@ -261,7 +274,7 @@ def calibrate_cell(
     model = create_classifier(config.model, classes, image_size=recipe.image_size).to(device)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    batch = min(recipe.batch_size, 32)
+    batch = min(recipe.batch_size, batch)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 1, recipe.image_size, recipe.image_size, generator=gen).to(device)
     y = torch.randint(0, len(classes), (batch,), generator=gen).to(device)
