@@ -33,7 +33,7 @@ def plot_roc_overlays(
     from sklearn.metrics import roc_auc_score, roc_curve
 
     k = len(labels)
-    cols = min(k, 3)
+    cols = 2 if k == 4 else min(k, 3)
     rows = math.ceil(k / cols)
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(4.2 * cols, 4.0 * rows + 0.4), layout="constrained")
@@ -77,7 +77,8 @@ def plot_forest(
     """
     metrics = list(dict.fromkeys(str(r["metric"]) for r in rows))
     with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(5.2 * max(1, len(metrics)), 0.55 * (len(rows) + 2) + 1.2),
+        per_panel = max(1, len(rows) // max(1, len(metrics)))
+        fig = Figure(figsize=(5.2 * max(1, len(metrics)), 0.5 * per_panel + 1.8),
                      layout="constrained")  # fmt: skip
         axes = fig.subplots(1, max(1, len(metrics)), squeeze=False)[0]
         for ax, metric in zip(axes, metrics, strict=False):

@@ -80,9 +80,12 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _limit_threads(threads: int) -> None:
+    """Worker set-up: ``threads`` intra-op threads; Lightning notices only from WARNING."""
     import torch
 
     torch.set_num_threads(threads)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @dataclass
