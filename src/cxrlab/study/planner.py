@@ -85,6 +85,7 @@ class Plan:
         n_split: Images per split of the first fold (train, val, test).
         seconds_per_image: Calibrated training seconds per image per model label.
         scan_seconds: How long the plan's scan took.
+        calibration_seconds: How long the calibration took (model imports included).
     """
 
     study: StudyConfig
@@ -96,6 +97,7 @@ class Plan:
     n_split: dict[str, int] = field(default_factory=dict)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
     scan_seconds: float = 0.0
+    calibration_seconds: float = 0.0
 
     def to_run(self) -> list[Cell]:
         return [c for c in self.cells if c.state != "finished"]
@@ -232,6 +234,7 @@ def survey(plan: Plan, *, calibrate: bool = True, device: str | None = None) -> 
     plan.n_split = {
         k: int((prepared.manifest["split"] == k).sum()) for k in ("train", "val", "test")
     }
+    start = time.perf_counter()
     if calibrate and plan.to_run():
         # A finished cell's own fit time is the best calibration; otherwise time a few steps.
         seen = _measured_rates(plan)
@@ -239,6 +242,7 @@ def survey(plan: Plan, *, calibrate: bool = True, device: str | None = None) -> 
             if cell.label not in seen:
                 seen[cell.label] = calibrate_cell(cell.config, prepared.classes, device=device)
         plan.seconds_per_image = seen
+    plan.calibration_seconds = time.perf_counter() - start
     return plan
 
 
@@ -319,7 +323,10 @@ def describe(plan: Plan) -> list[str]:
     est = plan.estimate_seconds()
     if est is not None:
         rates = ", ".join(f"{k} {v * 1e3:.2f} ms/img" for k, v in plan.seconds_per_image.items())
-        lines.append(f"  estimated training time: {_hms(est)} (calibration: {rates})")
+        lines.append(
+            f"  estimated training time: {_hms(est)} (calibration in "
+            f"{plan.calibration_seconds:.1f} s: {rates})"
+        )
     for c in plan.cells:
         if c.state == "failed":
             lines.append(f"  retrying failed cell {c.id}: {c.error.splitlines()[0][:160]}")

@@ -172,7 +172,7 @@ def run_study(
     (out / CELLS_DIR).mkdir(parents=True, exist_ok=True)
     write_study_file(plan, state="running")
     todo = plan.to_run()
-    specs = [_spec(plan, c, f"[{i + 1}/{len(todo)}]") for i, c in enumerate(todo)]
+    specs = [_spec(plan, c, f"[{i + 1}/{len(todo)}] ") for i, c in enumerate(todo)]
     launcher = launcher or LocalLauncher()
     if hasattr(launcher, "folder") and launcher.folder is None:
         launcher.folder = out / SLURM_DIR
