@@ -26,8 +26,8 @@ app = typer.Typer(
 
 # Command-group modules, in the order `cxrlab --help` lists them.
 _COMMAND_MODULES = (
-    "data", "models", "train", "cv", "evaluate", "compare", "explain", "report", "segment",
-    "ablate", "serve", "demo",
+    "data", "models", "train", "cv", "study", "evaluate", "compare", "explain", "report",
+    "segment", "ablate", "serve", "demo",
 )  # fmt: skip
 
 for _name in _COMMAND_MODULES:

@@ -220,5 +220,12 @@ def near_duplicate_groups(index: pd.DataFrame, *, threshold: int = DEFAULT_THRES
         ei = ej = np.zeros(0, dtype=np.int64)
     graph = coo_matrix((np.ones(len(ei), dtype=np.int8), (ei, ej)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
-    rep = pd.Series(keys.astype(str)).groupby(labels).transform("min").to_numpy()
+    # The smallest key of each component (numpy sort: pandas' string min is a Python loop).
+    text = keys.astype(str)
+    order = np.lexsort((text, labels))
+    sorted_labels = labels[order]
+    starts = np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]
+    smallest = np.empty(labels.max() + 1, dtype=object)
+    smallest[sorted_labels[starts]] = text[order][starts]
+    rep = smallest[labels]
     return pd.Series([k[:16] for k in rep], index=index.index, name="dup_group", dtype=object)

@@ -71,6 +71,7 @@ def prepare_split(
     limit_per_class: int | None = None,
     skipped_csv: str | os.PathLike | None = None,
     workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> PreparedSplit:
     """Scan ``data``, drop undecodable images and split the rest as ``split`` says.
 
@@ -84,6 +85,7 @@ def prepare_split(
         limit_per_class: A subset of this many images per class, drawn with the split's seed.
         skipped_csv: Where to write the skipped files when there are any.
         workers: Scan threads.
+        cache_dir: Folder of the scan cache (default the decode cache's folder).
 
     Returns:
         A :class:`PreparedSplit`.
@@ -110,6 +112,7 @@ def prepare_split(
         limit_per_class=limit_per_class,
         seed=used_seed,
         workers=workers,
+        cache_dir=cache_dir,
     )
     skipped = _skipped_frame(
         [(p.path, p.kind, p.detail) for p in scanned.problems if p.kind in SKIPPED_KINDS]

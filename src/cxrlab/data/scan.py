@@ -49,6 +49,7 @@ from cxrlab.data.problems import (
     natural_key,
     sorted_problems,
 )
+from cxrlab.data.scan_cache import ProbeCache, open_probe_cache
 from cxrlab.errors import DataError
 
 __all__ = [
@@ -118,6 +119,8 @@ def scan_dataset(
     limit_per_class: int | None = None,
     seed: int = 0,
     workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
 ) -> ScanResult:
     """Scan a dataset folder into an index of images, masks, sources and problems.
 
@@ -140,6 +143,9 @@ def scan_dataset(
             ones are replaced by further draws).
         seed: Seed of the subset drawn for ``limit_per_class``.
         workers: Threads used to read files (default: ``os.cpu_count()``, at most 32).
+        cache_dir: Folder of the scan cache (:mod:`cxrlab.data.scan_cache`; default the decode
+            cache's folder :func:`~cxrlab.data.cache.default_cache_dir`).
+        use_cache: Reuse (and record) each file's probe while its size and mtime are unchanged.
 
     Returns:
         A :class:`ScanResult`. ``index`` rows are sorted by class (in ``classes`` order), then by
@@ -163,16 +169,18 @@ def scan_dataset(
 
     # Probe images (decoding them when verifying or hashing), drawing a seeded subset if asked.
     decode = verify or near_duplicates
+    cache = open_probe_cache(dataset, cache_dir, use_cache)
+    want = {"want_sha1": hash, "decode": decode, "want_phash": near_duplicates}
 
     def probe_image(path: Path) -> FileProbe:
-        return probe_file(path, want_sha1=hash, decode=decode, want_phash=near_duplicates)
+        return cache.probe(path, lambda p: probe_file(p, **want), **want)
 
     chosen = _probe_images(selected, found, probe_image, problems, limit_per_class, seed, n_workers)
 
     rows: list[dict] = []
     mask_rows: list[dict] = []
     for cls in selected:
-        masks = _pair_masks(cls, found[cls], chosen[cls], problems, verify, n_workers)
+        masks = _pair_masks(cls, found[cls], chosen[cls], problems, verify, n_workers, cache)
         for path, probe in chosen[cls]:
             mask_path = ""
             if path in masks:
@@ -238,12 +246,15 @@ def scan_dataset(
         layouts={cls: found[cls].layout for cls in selected},
     )
     counts = result.problem_counts()
+    cache.save()
     logger.info(
-        "Scanned %d images in %d classes from %s in %.1f s%s",
+        "Scanned %d images in %d classes from %s in %.1f s (%d read, %d from the scan cache)%s",
         len(index),
         len(selected),
         dataset,
         time.perf_counter() - t0,
+        cache.misses,
+        cache.hits,
         (" (problems: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")") if counts else "",
     )
     return result
@@ -260,6 +271,7 @@ def _pair_masks(
     problems: list[Problem],
     verify: bool,
     workers: int,
+    cache: ProbeCache,
 ) -> dict[Path, tuple[Path, FileProbe]]:
     """Image path -> (its mask, the mask's probe), for the chosen images that have one.
 
@@ -283,10 +295,9 @@ def _pair_masks(
         p: masks_by_key[stem_key(p.name)] for p, _ in chosen if stem_key(p.name) in masks_by_key
     }
     mask_paths = list(paired.values())
+    want = {"want_sha1": False, "decode": verify, "want_phash": False}
     probes = map_threads(
-        lambda m: probe_file(m, want_sha1=False, decode=verify, want_phash=False),
-        mask_paths,
-        workers,
+        lambda m: cache.probe(m, lambda p: probe_file(p, **want), **want), mask_paths, workers
     )
     by_mask = dict(zip(mask_paths, probes, strict=True))
     return {image: (mask, by_mask[mask]) for image, mask in paired.items()}

@@ -66,6 +66,92 @@ def _finished(run_dir: Path, n_boot: int, seed: int) -> bool:
     return current and b.get("n_boot") == n_boot and b.get("seed") == seed
 
 
+@dataclass
+class CellOutcome:
+    """What :func:`run_cell` did with one run directory.
+
+    Attributes:
+        run_dir: The run directory.
+        reused: It was finished and evaluated already; nothing ran.
+        trained: Training ran (from scratch or resumed from ``last.ckpt``).
+        resumed: Training resumed from ``last.ckpt``.
+        train_wall: Seconds of :func:`~cxrlab.training.train` (scan, cache, model, fit).
+        fit_seconds: Seconds of the fit alone (``train_summary.json``), also when reused.
+        eval_seconds: Seconds of :func:`~cxrlab.evaluation.evaluate.evaluate_run`.
+    """
+
+    run_dir: Path
+    reused: bool
+    trained: bool = False
+    resumed: bool = False
+    train_wall: float = 0.0
+    fit_seconds: float | None = None
+    eval_seconds: float = 0.0
+
+
+def run_cell(
+    config,
+    *,
+    n_boot: int = 1000,
+    eval_seed: int = 0,
+    device=None,
+    progress=None,
+    make_figures: bool = True,
+    position: str = "",
+) -> CellOutcome:
+    """Train (or resume) and evaluate one run directory, or reuse it when it is finished.
+
+    The one resumable unit of a cross-validation and of a study (:mod:`cxrlab.study`): a run
+    whose training finished and whose metrics.json is current is left as it is; one with a
+    ``last.ckpt`` resumes; a run that started but saved no epoch starts over.
+
+    Args:
+        config: The run's :class:`~cxrlab.config.TrainConfig` (``out`` is the run directory;
+            ``resume`` and ``overwrite`` are decided here).
+        n_boot: Bootstrap resamples of the evaluation.
+        eval_seed: Bootstrap seed.
+        device: Device for predictions.
+        progress: Passed to :func:`cxrlab.training.train`.
+        make_figures: Draw the run's figures.
+        position: Prefix of the log lines (e.g. ``"[3/8] "``).
+    """
+    import time
+
+    from cxrlab.evaluation.evaluate import evaluate_run
+    from cxrlab.training import train
+
+    run_dir = Path(config.out)
+    run = RunDir(run_dir)
+    if _finished(run_dir, n_boot, eval_seed):
+        logger.info("%s%s is finished; reusing it", position, run_dir)
+        return CellOutcome(run_dir, reused=True, fit_seconds=_fit_seconds(run))
+    outcome = CellOutcome(run_dir, reused=False)
+    if not run.is_finished():
+        resume = run.last_checkpoint.is_file()
+        overwrite = not resume and run.holds_run()
+        cfg = config.model_copy(update={"resume": resume, "overwrite": overwrite})
+        logger.info(
+            "%straining %s (seed %d)%s", position, run_dir, cfg.seed, " (resuming)" * resume
+        )
+        start = time.perf_counter()
+        train(cfg, progress=progress)
+        outcome.train_wall = time.perf_counter() - start
+        outcome.trained, outcome.resumed = True, resume
+    start = time.perf_counter()
+    evaluate_run(run_dir, n_boot=n_boot, seed=eval_seed, device=device, make_figures=make_figures)
+    outcome.eval_seconds = time.perf_counter() - start
+    outcome.fit_seconds = _fit_seconds(run)
+    return outcome
+
+
+def _fit_seconds(run: RunDir) -> float | None:
+    try:
+        seconds = run.read_json(run.summary).get("seconds")
+    except Exception:  # a damaged summary only loses the timing
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
 def run_cv(
     config,
     *,
@@ -95,9 +181,6 @@ def run_cv(
     Returns:
         A :class:`CVResult`; ``cv_summary.{json,md,tex}`` are written into ``config.out``.
     """
-    from cxrlab.evaluation.evaluate import evaluate_run
-    from cxrlab.training import train
-
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}.")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -115,40 +198,23 @@ def run_cv(
         for s in seed_list:
             run_dir = out / cv_run_name(k, s)
             run_dirs.append(run_dir)
-            position = len(run_dirs)
-            if _finished(run_dir, n_boot, eval_seed):
-                logger.info("[%d/%d] %s is finished; reusing it", position, total, run_dir)
-                skipped.append(run_dir)
-                continue
-            run = RunDir(run_dir)
-            if not run.is_finished():
-                resume = run.last_checkpoint.is_file()
-                overwrite = not resume and run.holds_run()
-                cfg = config.model_copy(
-                    update={
-                        "out": run_dir,
-                        "seed": s,
-                        "split": config.split.model_copy(
-                            update={"folds": folds, "fold": k, "seed": split_seed}
-                        ),
-                        "resume": resume,
-                        "overwrite": overwrite,
-                    }
-                )
-                logger.info(
-                    "[%d/%d] training fold %d, seed %d into %s%s",
-                    position,
-                    total,
-                    k,
-                    s,
-                    run_dir,
-                    " (resuming)" if resume else "",
-                )
-                train(cfg, progress=progress)
-                trained.append(run_dir)
-            evaluate_run(
-                run_dir, n_boot=n_boot, seed=eval_seed, device=device, make_figures=make_figures
+            cfg = config.model_copy(
+                update={
+                    "out": run_dir,
+                    "seed": s,
+                    "split": config.split.model_copy(
+                        update={"folds": folds, "fold": k, "seed": split_seed}
+                    ),
+                }
             )
+            outcome = run_cell(
+                cfg, n_boot=n_boot, eval_seed=eval_seed, device=device, progress=progress,
+                make_figures=make_figures, position=f"[{len(run_dirs)}/{total}] ",
+            )  # fmt: skip
+            if outcome.reused:
+                skipped.append(run_dir)
+            elif outcome.trained:
+                trained.append(run_dir)
     summary = summarize_cv(run_dirs, n_boot=n_boot, seed=eval_seed)
     summary["folds"] = folds
     summary["seeds"] = seed_list

@@ -133,6 +133,7 @@ def prepare_data(
             strict=config.strict,
             limit_per_class=config.limit_per_class,
             skipped_csv=skipped_csv,
+            cache_dir=config.cache_dir,
         )
         split, classes = prepared.manifest.reset_index(drop=True), prepared.classes
     # One cache entry per split manifest, so evaluation and later runs find the same key.

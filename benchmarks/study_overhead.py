@@ -1,0 +1,77 @@
+"""Study orchestration overhead on tiny CPU cells (target <= 5% of the cells' own time).
+
+Runs one study (default: small-cnn x 2 seeds x 2 folds on a synthetic dataset at 64 px) through
+``run_study`` in this process and compares its wall time with the cells' own time from their
+status files:
+
+* ``cell_seconds``: what each cell costs run by hand (``cxrlab train`` + ``cxrlab evaluate``:
+  scan, decode cache, model, fit, predictions, metrics); ``overhead`` = (study wall - sum) / sum
+  is what the study adds: plan (its scan fills the scan cache the cells then use), calibration
+  (its model imports are ones the first cell would otherwise pay), status files, study.json.
+* ``fit_seconds``: Lightning's fit alone (train_summary.json); ``overhead_vs_fit`` counts the
+  per-cell scan, cache, evaluation and model set-up as overhead too.
+
+The report (``cxrlab study report``) is timed separately: it is the results section, not
+orchestration.
+
+Usage: python benchmarks/study_overhead.py [--per-class 100] [--epochs 3] [--seeds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from cxrlab.data.synth import synthesize
+from cxrlab.study import run_study, validate_study
+from cxrlab.study.report import write_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--model", default="small-cnn")
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = synthesize(tmp / "data", per_class=args.per_class, size=args.size, seed=0)
+        study = validate_study(
+            {"name": "overhead", "data": str(data), "models": [args.model],
+             "seeds": list(range(args.seeds)), "folds": args.folds,
+             "train": {"image_size": args.size, "epochs": args.epochs, "accelerator": "cpu",
+                       "cache_dir": str(tmp / "cache")}},
+            where="benchmark",
+        )  # fmt: skip
+        start = time.perf_counter()
+        result = run_study(study, tmp / "out", calibrate=args.calibrate)
+        wall = time.perf_counter() - start
+        start = time.perf_counter()
+        write_report(tmp / "out")
+        report = time.perf_counter() - start
+    statuses = list(result.statuses.values())
+    cell = sum(s["wall"] for s in statuses)
+    fit = sum(s["fit_seconds"] for s in statuses)
+    print(json.dumps({
+        "cells": len(statuses), "study_wall_s": round(wall, 2), "cell_seconds": round(cell, 2),
+        "fit_seconds": round(fit, 2),
+        "eval_seconds": round(sum(s["eval_seconds"] for s in statuses), 2),
+        "plan_scan_s": round(result.plan.scan_seconds, 2),
+        "calibration_s": round(result.plan.calibration_seconds, 2),
+        "overhead": round((wall - cell) / cell, 4),
+        "overhead_without_calibration": round(
+            (wall - cell - result.plan.calibration_seconds) / cell, 4),
+        "overhead_vs_fit": round((wall - fit) / fit, 4),
+        "report_s": round(report, 2), "target": 0.05,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
