@@ -14,6 +14,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -178,7 +181,26 @@ def _informative_model(name: str, classes, size: int, *, in_chans: int = 1, seed
 @pytest.fixture(scope="session")
 def seed_cnn_3class():
     """An informative 3-class (COVID, Normal, Viral Pneumonia) seed CNN at 32 px, in eval mode."""
-    return _informative_model("seed-cnn", ("COVID", "Normal", "Viral Pneumonia"), 32)
+    return _informative_model("seed-cnn", SEED_CNN_3CLASS, 32)
+
+
+#: The classes of ``seed_cnn_3class``, in output order.
+SEED_CNN_3CLASS = ("COVID", "Normal", "Viral Pneumonia")
+
+
+def run_cxrlab(*args, timeout: float = 300, columns: int = 160) -> subprocess.CompletedProcess:
+    """``python -m cxrlab ARGS`` in a subprocess, against this checkout and the installed Typer."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src"), "COLUMNS": str(columns)}
+    return subprocess.run(
+        [sys.executable, "-m", "cxrlab", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def cxrlab_cli():
+    """:func:`run_cxrlab`: the CLI as users meet it, in a subprocess."""
+    return run_cxrlab
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,6 @@ RUN <the test files>`` (decoded file by file) go through one forward pass and on
 so on the CPU they agree within 1e-6 per probability; the exported ONNX file within 1e-4.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,20 +16,6 @@ from cxrlab.inference.predictor import TorchPredictor, load_predictor
 from cxrlab.models import load_classifier
 from cxrlab.rundir import RunDir
 from cxrlab.training import train
-
-SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run(
-        [sys.executable, "-m", "cxrlab", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +30,12 @@ def evaluated_run(synth_dataset, tmp_path_factory):
     return run, tmp
 
 
-def test_saved_predictions_equal_cxrlab_predict(evaluated_run):
+def test_saved_predictions_equal_cxrlab_predict(evaluated_run, cxrlab_cli):
     run, tmp = evaluated_run
     saved = pd.read_csv(run.predictions("test"))
     classes = run.read_classes()
     out = tmp / "predict.csv"
-    done = _cli("predict", str(run.path), *saved["path"], "--out", str(out), cwd=tmp)
+    done = cxrlab_cli("predict", run.path, *saved["path"], "--out", out)
     assert done.returncode == 0, done.stderr
     fresh = pd.read_csv(out, keep_default_na=False).set_index("path").loc[saved["path"]]
     assert (fresh["error"] == "").all()
@@ -63,13 +44,13 @@ def test_saved_predictions_equal_cxrlab_predict(evaluated_run):
     assert fresh["predicted"].tolist() == saved["predicted"].tolist()
 
 
-def test_onnx_predictions_agree_within_1e_4(evaluated_run):
+def test_onnx_predictions_agree_within_1e_4(evaluated_run, cxrlab_cli):
     run, tmp = evaluated_run
     saved = pd.read_csv(run.predictions("test"))
     classes = run.read_classes()
     onnx_file = export_onnx(run.path, tmp / "model.onnx").path
     out = tmp / "predict-onnx.csv"
-    done = _cli("predict", str(onnx_file), *saved["path"], "--out", str(out), cwd=tmp)
+    done = cxrlab_cli("predict", onnx_file, *saved["path"], "--out", out)
     assert done.returncode == 0, done.stderr
     fresh = pd.read_csv(out, keep_default_na=False).set_index("path").loc[saved["path"]]
     diff = np.abs(fresh[classes].to_numpy(float) - saved[classes].to_numpy(float)).max()

@@ -3,8 +3,6 @@ undecodable files, empty or odd folders; each refused or reported before any tra
 
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -16,16 +14,16 @@ from cxrlab.config import SplitConfig, load_config
 from cxrlab.data.prepare import prepare_split
 from cxrlab.errors import DataError
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 
+@pytest.fixture
+def cxrlab(cxrlab_cli):
+    """Run the CLI in a subprocess: ``(exit code, output)``."""
 
-def cxrlab(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "160"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cxrlab", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
-    return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+    def run(*args, timeout=300):
+        proc = cxrlab_cli(*args, timeout=timeout, columns=160)
+        return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+
+    return run
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -41,7 +39,7 @@ def test_one_class_is_refused_before_training(tiny_layout):
     assert "'COVID'" in str(info.value)
 
 
-def test_one_class_through_train_cli(tiny_layout, tmp_path):
+def test_one_class_through_train_cli(tiny_layout, tmp_path, cxrlab):
     root = tiny_layout({"Normal": 8}, masks=False)
     out = tmp_path / "run"
     args = ["train", "--data", root, "--out", out, "--model", "small-cnn", "--image-size", "32"]
@@ -87,7 +85,7 @@ def test_label_conflict_with_strict_is_refused(conflicted):
         prepare_split(conflicted, SplitConfig(), strict=True)
 
 
-def test_label_conflict_reported_by_data_inspect(conflicted):
+def test_label_conflict_reported_by_data_inspect(conflicted, cxrlab):
     code, text = cxrlab("data", "inspect", conflicted)
     assert code == 0, text
     assert "Label conflicts (the same image in two classes): 2" in text
@@ -127,7 +125,7 @@ def test_every_skipped_image_is_in_skipped_csv(tiny_layout, tmp_path):
 
 
 # -- other folder defects ---------------------------------------------------------------------
-def test_missing_dataset_folder_is_named(tmp_path):
+def test_missing_dataset_folder_is_named(tmp_path, cxrlab):
     code, text = cxrlab("data", "inspect", tmp_path / "nope")
     assert code == 2 and "nope" in text and "Traceback" not in text
 
@@ -172,7 +170,7 @@ def test_damaged_run_files_are_named(tmp_path):
         load_classifier(run.best_checkpoint)
 
 
-def test_evaluate_a_folder_that_is_not_a_run(tmp_path):
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path, cxrlab):
     (tmp_path / "empty").mkdir()
     code, text = cxrlab("evaluate", tmp_path / "empty")
     assert code == 2 and "Traceback" not in text and "empty" in text

@@ -7,8 +7,6 @@ do, no traceback, the rest of a batch processed, nothing written into the input 
 
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +19,18 @@ from cxrlab.errors import ConfigError, DataError, ImageReadError
 from cxrlab.inference.files import iter_input_files, predict_files, predict_to_csv
 from cxrlab.models import save_classifier
 
-SRC = Path(__file__).resolve().parents[1] / "src"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def cxrlab(*args, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "120"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cxrlab", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
-    return proc.returncode, proc.stdout + proc.stderr
+@pytest.fixture
+def cxrlab(cxrlab_cli):
+    """Run the CLI in a subprocess: ``(exit code, output)``."""
+
+    def run(*args, timeout=300):
+        proc = cxrlab_cli(*args, timeout=timeout, columns=120)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    return run
 
 
 def _gray(h=24, w=16, seed=0):
@@ -233,7 +232,7 @@ def test_symlink_loop_inside_a_folder_is_an_error_row(ckpt, tmp_path):
     assert len(frame) == 3
 
 
-def test_symlink_loop_given_directly_keeps_the_batch(ckpt, tmp_path):
+def test_symlink_loop_given_directly_keeps_the_batch(ckpt, tmp_path, cxrlab):
     Image.fromarray(_gray()).save(tmp_path / "a.png")
     os.symlink("loop.png", tmp_path / "loop.png")
     out = tmp_path / "out" / "p.csv"
@@ -272,7 +271,7 @@ def test_unreadable_file_is_an_error_row(ckpt, tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(IS_ROOT, reason="root reads files whatever their permissions")
-def test_unreadable_file_through_the_cli(ckpt, tmp_path):
+def test_unreadable_file_through_the_cli(ckpt, tmp_path, cxrlab):
     locked = tmp_path / "locked.png"
     Image.fromarray(_gray()).save(locked)
     locked.chmod(0)
@@ -301,7 +300,7 @@ def test_out_in_an_unwritable_place_is_refused_before_predicting(ckpt, tmp_path,
         predict_to_csv(ckpt, [tmp_path / "a.png"], tmp_path / "file" / "p.csv")
 
 
-def test_out_in_a_read_only_folder_through_the_cli(ckpt, tmp_path):
+def test_out_in_a_read_only_folder_through_the_cli(ckpt, tmp_path, cxrlab):
     Image.fromarray(_gray()).save(tmp_path / "a.png")
     if IS_ROOT:  # root writes into mode-0555 folders; a path under a file is unwritable for all
         out = tmp_path / "a.png" / "p.csv"
@@ -332,7 +331,7 @@ def _must_not_run(*args, **kwargs):
         ["predict", "run"],  # missing PATHS
     ],
 )
-def test_usage_errors_exit_2_without_a_traceback(args):
+def test_usage_errors_exit_2_without_a_traceback(args, cxrlab):
     code, text = cxrlab(*args)
     assert code == 2, text
     assert "Traceback" not in text and "Usage:" in text

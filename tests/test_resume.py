@@ -25,13 +25,12 @@ from cxrlab.training import train
 COMPARED = ["epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr"]
 
 
+#: Three short epochs of the small demo CNN at 32 px, small batches (several steps per epoch).
+TINY = {"model": "small-cnn", "image_size": 32, "epochs": 3, "batch_size": 4, "progress": False}
+
+
 def _config(data, out, tmp_path, **kw):
-    base = dict(
-        data=data, out=out, model="small-cnn", image_size=32, epochs=3, batch_size=4,
-        cache_dir=tmp_path / "cache", progress=False, seed=0,
-    )  # fmt: skip
-    base.update(kw)
-    return load_config(**base)
+    return load_config(data=data, out=out, cache_dir=tmp_path / "cache", **{**TINY, **kw})
 
 
 class Kill(L.Callback):

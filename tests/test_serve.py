@@ -21,7 +21,6 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def model(seed_cnn_3class):
-    assert seed_cnn_3class.meta.classes == CLASSES and seed_cnn_3class.meta.image_size == SIZE
     return seed_cnn_3class
 
 

@@ -94,7 +94,44 @@ def split_fingerprint(frame: pd.DataFrame, which: str = "test") -> dict[str, Any
     return {"sha1": digest, "n": int(len(lines)), "key": key}
 
 
-class RunDir:
+class _ResultsFolder:
+    """What a run directory and an external validation folder share: metrics, tables, figures.
+
+    Attributes:
+        path: The folder.
+    """
+
+    METRICS = "metrics.json"
+    SKIPPED = "skipped.csv"
+
+    def __init__(self, path: str | os.PathLike | _ResultsFolder):
+        self.path = Path(path.path if isinstance(path, _ResultsFolder) else path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def skipped(self) -> Path:
+        """Images left out (undecodable, label conflict, dropped class), with the reason."""
+        return self.path / self.SKIPPED
+
+    @property
+    def tables(self) -> Path:
+        return self.path / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+
+class RunDir(_ResultsFolder):
     """Paths and files of one run directory (which need not exist yet).
 
     Attributes:
@@ -107,9 +144,7 @@ class RunDir:
     CLASSES = "classes.json"
     HISTORY = "history.csv"
     SUMMARY = "train_summary.json"
-    METRICS = "metrics.json"
     PROBE = "probe.json"
-    SKIPPED = "skipped.csv"
     LOGS = "logs"
     CHECKPOINTS = "checkpoints"
     BEST = "best"
@@ -121,15 +156,6 @@ class RunDir:
     EXTERNAL = "external"
     EXPLAIN_JSON = "explain.json"
     CAM_PANEL = "cam_panel.png"
-
-    def __init__(self, path: str | os.PathLike | RunDir):
-        self.path = Path(path.path if isinstance(path, RunDir) else path)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    def __fspath__(self) -> str:
-        return str(self.path)
 
     @classmethod
     def open(cls, path: str | os.PathLike | RunDir) -> RunDir:
@@ -168,17 +194,8 @@ class RunDir:
         return self.path / self.SUMMARY
 
     @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
     def probe(self) -> Path:
         return self.path / self.PROBE
-
-    @property
-    def skipped(self) -> Path:
-        """Images left out because they could not be decoded (path, reason)."""
-        return self.path / self.SKIPPED
 
     @property
     def logs(self) -> Path:
@@ -196,14 +213,6 @@ class RunDir:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / f"{self.LAST}.ckpt"
-
-    @property
-    def tables(self) -> Path:
-        return self.path / "tables"
-
-    @property
-    def figures(self) -> Path:
-        return self.path / "figures"
 
     @property
     def explain(self) -> Path:
@@ -381,21 +390,12 @@ class RunDir:
         return dict(zip(frame["path"], frame["sha1"], strict=True))
 
 
-class ExternalDir:
+class ExternalDir(_ResultsFolder):
     """Files of one external validation, ``RUN/external/<name>/`` (written by ``evaluate --data``).
 
     Attributes:
         path: The folder.
     """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"ExternalDir({str(self.path)!r})"
-
-    def __fspath__(self) -> str:
-        return str(self.path)
 
     @property
     def name(self) -> str:
@@ -410,20 +410,3 @@ class ExternalDir:
     def overlap(self) -> Path:
         """The leakage audit: external images matching the run's train/val/test images."""
         return self.path / "overlap.csv"
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / RunDir.METRICS
-
-    @property
-    def skipped(self) -> Path:
-        """External images left out (unreadable, dropped class): path, reason."""
-        return self.path / RunDir.SKIPPED
-
-    @property
-    def tables(self) -> Path:
-        return self.path / "tables"
-
-    @property
-    def figures(self) -> Path:
-        return self.path / "figures"

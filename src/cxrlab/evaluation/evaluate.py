@@ -188,11 +188,7 @@ def evaluate_run(
         "n_per_class": result["n_per_class"],
         "test_set": test_set,
         "test_set_hash": test_set["sha1"],
-        "bootstrap": result["bootstrap"],
-        "intervals": result["intervals"],
-        "metrics": result["metrics"],
-        "per_class": result["per_class"],
-        "confusion_matrix": result["confusion_matrix"],
+        **metrics_entries(result),
         "calibration": {
             **{k: v for k, v in calibration.items() if not _is_array_like(v)},
             "reliability": {
@@ -216,6 +212,42 @@ def evaluate_run(
     return EvaluationResult(
         run_dir=run_dir, classes=classes, metrics=metrics, files=files, probe=probe
     )
+
+
+#: The entries of :func:`cxrlab.evaluation.bootstrap.bootstrap_metrics`'s result that metrics.json
+#: holds as they are, internal and external alike.
+METRICS_ENTRIES = ("bootstrap", "intervals", "metrics", "per_class", "confusion_matrix")
+
+
+def metrics_entries(result: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.json entries taken as they are from a ``bootstrap_metrics`` result."""
+    return {key: result[key] for key in METRICS_ENTRIES}
+
+
+def standard_figures(
+    y_true, probs, classes: list[str], result: dict, calibration: dict, *, pr=True
+):
+    """The figures every evaluated set gets: confusion matrices, ROC (and PR), reliability.
+
+    Returns:
+        Figure name -> matplotlib figure (the caller saves them).
+    """
+    cm = result["confusion_matrix"]["counts"]
+    made = {
+        "confusion_matrix": figures.plot_confusion_matrix(cm, classes),
+        "confusion_matrix_normalized": figures.plot_confusion_matrix(cm, classes, normalize=True),
+        "roc": figures.plot_roc_curves(y_true, probs, labels=classes),
+    }
+    if pr:
+        made["pr"] = figures.plot_pr_curves(y_true, probs, labels=classes)
+    made["reliability"] = figures.plot_reliability(
+        calibration["reliability_before"],
+        calibration.get("reliability_after"),
+        ece_before=calibration["before"]["ece"],
+        ece_after=calibration.get("after", {}).get("ece"),
+        temperature=calibration.get("temperature"),
+    )
+    return made
 
 
 def _is_array_like(value: Any) -> bool:
@@ -299,20 +331,7 @@ def _write_figures(
     run_dir: Path, test, classes: list[str], result: dict, calibration: dict, points: dict
 ) -> dict[str, Path]:
     fig_dir = RunDir(run_dir).figures
-    cm = result["confusion_matrix"]["counts"]
-    made = {
-        "confusion_matrix": figures.plot_confusion_matrix(cm, classes),
-        "confusion_matrix_normalized": figures.plot_confusion_matrix(cm, classes, normalize=True),
-        "roc": figures.plot_roc_curves(test.y_true, test.probs, labels=classes),
-        "pr": figures.plot_pr_curves(test.y_true, test.probs, labels=classes),
-        "reliability": figures.plot_reliability(
-            calibration["reliability_before"],
-            calibration.get("reliability_after"),
-            ece_before=calibration["before"]["ece"],
-            ece_after=calibration.get("after", {}).get("ece"),
-            temperature=calibration.get("temperature"),
-        ),
-    }
+    made = standard_figures(test.y_true, test.probs, classes, result, calibration)
     if points["classes"]:
         made["operating_points"] = figures.plot_operating_points(
             test.y_true, test.probs, labels=classes, points=points

@@ -40,7 +40,7 @@ from cxrlab.data.overlap import OVERLAP_COLUMNS, find_overlap, hash_images, refe
 from cxrlab.errors import DataError
 from cxrlab.evaluation.bootstrap import bootstrap_metrics
 from cxrlab.evaluation.calibration import temperature_scaling
-from cxrlab.evaluation.evaluate import DEFINITIONS, METRICS_FORMAT
+from cxrlab.evaluation.evaluate import DEFINITIONS, METRICS_FORMAT, metrics_entries
 from cxrlab.evaluation.operating_points import operating_points
 from cxrlab.evaluation.per_source import SetSummary, comparison, per_source
 from cxrlab.evaluation.predictions import Predictions, read_predictions
@@ -339,11 +339,7 @@ def evaluate_external(
         "test_set_hash": fingerprint["sha1"],
         "overlap": _overlap_summary(pairs, len(hashes), threshold, keep_overlap),
         "n_skipped": int(sum(len(s) for s in skipped)),
-        "bootstrap": result["bootstrap"],
-        "intervals": result["intervals"],
-        "metrics": result["metrics"],
-        "per_class": result["per_class"],
-        "confusion_matrix": result["confusion_matrix"],
+        **metrics_entries(result),
         "calibration": {
             **{k: v for k, v in calibration.items() if not hasattr(v, "shape")},
             "applied_to": out.name,

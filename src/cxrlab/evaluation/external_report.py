@@ -141,20 +141,9 @@ def write_outputs(
         files[f"{stem}_md"], files[f"{stem}_tex"] = written["md"], written["tex"]
     if not make_figures:
         return files
-    classes = metrics["classes"]
-    cm = metrics["confusion_matrix"]["counts"]
-    made = {
-        "confusion_matrix": figures.plot_confusion_matrix(cm, classes),
-        "confusion_matrix_normalized": figures.plot_confusion_matrix(cm, classes, normalize=True),
-        "roc": figures.plot_roc_curves(y_true, probs, labels=classes),
-        "reliability": figures.plot_reliability(
-            calibration["reliability_before"],
-            calibration.get("reliability_after"),
-            ece_before=calibration["before"]["ece"],
-            ece_after=calibration.get("after", {}).get("ece"),
-            temperature=calibration.get("temperature"),
-        ),
-    }
+    from cxrlab.evaluation.evaluate import standard_figures
+
+    made = standard_figures(y_true, probs, metrics["classes"], metrics, calibration, pr=False)
     for stem, fig in made.items():
         png, pdf = figures.save_figure(fig, out.figures / stem)
         files[f"{stem}_png"], files[f"{stem}_pdf"] = png, pdf
