@@ -15,7 +15,7 @@ from cxrlab.data.images import resize_square
 from cxrlab.models import save_classifier
 from cxrlab.serve.app import DISCLAIMER, create_app
 
-CLASSES = ("COVID", "Normal", "Viral Pneumonia")
+CLASSES = ("COVID", "Normal", "Viral Pneumonia")  # conftest's seed_cnn_3class
 SIZE = 32
 
 
@@ -26,6 +26,7 @@ def model(seed_cnn_3class):
 
 @pytest.fixture(scope="module")
 def client(model, tmp_path_factory):
+    assert tuple(model.meta.classes) == CLASSES and model.meta.image_size == SIZE
     ckpt = save_classifier(model, tmp_path_factory.mktemp("serve") / "model.ckpt")
     return TestClient(create_app(ckpt, device="cpu", max_upload_mb=1))
 
