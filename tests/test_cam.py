@@ -171,9 +171,9 @@ def test_overlay_blends_colormap_over_gray():
     assert out.shape == (8, 8, 3) and out.dtype == np.uint8
     assert (out == 100).all()  # alpha 0: the image alone
     hot = overlay(gray, cam, alpha=1.0)
-    # jet: 1.0 is dark red, 0.0 dark blue
-    assert hot[0, 0, 0] > 100 and hot[0, 0, 2] < 10
-    assert hot[1, 1, 2] > 100 and hot[1, 1, 0] < 10
+    # viridis (the colour-blind-safe default): 1.0 is yellow (253, 231, 37), 0.0 dark purple (68, 1, 84)
+    assert hot[0, 0, 0] > 200 and hot[0, 0, 1] > 200 and hot[0, 0, 2] < 60
+    assert hot[1, 1, 0] < 90 and hot[1, 1, 1] < 10 and hot[1, 1, 2] > 70
     # A CAM at another resolution is resized to the image.
     assert overlay(gray, np.ones((2, 2)), alpha=0.5).shape == (8, 8, 3)
 
