@@ -94,3 +94,9 @@ def test_full_disk_leaves_nothing_behind(images, tmp_path, monkeypatch):
     with pytest.raises(CxrlabError, match="full"):
         build_cache(paths, hashes, 16, cache_dir=tmp_path / "c", workers=1)
     assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_decode_workers_are_not_plain_forks():
+    """A forked child of a process that ran torch can inherit its thread-pool locks held and hang
+    (a lungs: crop cache build after a training did): the decode pool never uses plain fork."""
+    assert cache_mod._worker_context().get_start_method() in ("forkserver", "spawn")

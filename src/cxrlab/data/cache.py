@@ -220,6 +220,14 @@ def build_cache(
     return ImageCache(array_path, (n, size, size), errors, key)
 
 
+def _worker_context():
+    """``forkserver`` where the platform has it (a clean server process forks the workers)."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _decode_all(paths, tmp_path, n, size, workers, progress, pre=None) -> dict[int, str]:
     # Allocate the whole file first so a full disk fails before any decoding work.
     nbytes = n * size * size
@@ -241,7 +249,9 @@ def _decode_all(paths, tmp_path, n, size, workers, progress, pre=None) -> dict[i
             if progress:
                 progress(done, n)
         return errors
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Not a plain fork: a process that already ran torch (a training, a lung segmenter) holds
+    # thread-pool locks that a forked child inherits locked, and the decode workers then hang.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
         for job, result in zip(jobs, pool.map(_decode_chunk, jobs), strict=True):
             errors.update(result)
             done += len(job[4])
