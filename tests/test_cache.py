@@ -96,7 +96,11 @@ def test_full_disk_leaves_nothing_behind(images, tmp_path, monkeypatch):
     assert list((tmp_path / "c").iterdir()) == []
 
 
-def test_decode_workers_are_not_plain_forks():
-    """A forked child of a process that ran torch can inherit its thread-pool locks held and hang
-    (a lungs: crop cache build after a training did): the decode pool never uses plain fork."""
-    assert cache_mod._worker_context().get_start_method() in ("forkserver", "spawn")
+def test_lung_preprocessing_decodes_in_this_process(monkeypatch, tmp_path):
+    """Segmenter-based decoding never goes to forked workers (they can hang on torch's locks)."""
+    seen = []
+    monkeypatch.setattr(cache_mod, "_decode_chunk", lambda job: seen.append(job) or {})
+    monkeypatch.setattr(cache_mod, "ProcessPoolExecutor", None)  # any pool use would fail
+    tmp = tmp_path / "a.u8"
+    cache_mod._decode_all(["x.png"] * 100, tmp, 100, 8, 2, None, pre={"lungs": "crop"})
+    assert len(seen) >= 1

@@ -220,14 +220,6 @@ def build_cache(
     return ImageCache(array_path, (n, size, size), errors, key)
 
 
-def _worker_context():
-    """``forkserver`` where the platform has it (a clean server process forks the workers)."""
-    import multiprocessing
-
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
 def _decode_all(paths, tmp_path, n, size, workers, progress, pre=None) -> dict[int, str]:
     # Allocate the whole file first so a full disk fails before any decoding work.
     nbytes = n * size * size
@@ -238,6 +230,11 @@ def _decode_all(paths, tmp_path, n, size, workers, progress, pre=None) -> dict[i
             else:
                 fh.truncate(nbytes)
     workers = max(1, workers or os.cpu_count() or 1)
+    if pre and pre.get("lungs", "none") != "none":
+        # The lung segmenter runs torch: forked decode workers of a process that already ran torch
+        # (a training before, in `cxrlab ablate`) can inherit its thread-pool locks held and hang,
+        # so lungs crop/mask decode in this process (torch uses the cores itself).
+        workers = 1
     chunk = max(16, min(512, -(-n // (workers * 8)) if n else 16))
     jobs = [(str(tmp_path), n, size, s, paths[s : s + chunk], pre) for s in range(0, n, chunk)]
     errors: dict[int, str] = {}
@@ -249,9 +246,7 @@ def _decode_all(paths, tmp_path, n, size, workers, progress, pre=None) -> dict[i
             if progress:
                 progress(done, n)
         return errors
-    # Not a plain fork: a process that already ran torch (a training, a lung segmenter) holds
-    # thread-pool locks that a forked child inherits locked, and the decode workers then hang.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
         for job, result in zip(jobs, pool.map(_decode_chunk, jobs), strict=True):
             errors.update(result)
             done += len(job[4])
