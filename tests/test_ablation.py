@@ -11,7 +11,7 @@ import pytest
 
 from cxrlab.config import load_config
 from cxrlab.errors import ConfigError
-from cxrlab.training.ablation import run_ablation, variant_configs
+from cxrlab.training.ablation import run_ablation, variant_configs, variant_minus_reference
 
 
 def _base(data, tmp_path):
@@ -42,6 +42,10 @@ def test_ablation_trains_compares_and_resumes(synth_dataset, tmp_path):
     rows = {r["variant"]: r for r in result.rows}
     assert rows["he"]["vs_none"]["mcnemar"]["p_value"] <= 1
     assert rows["none"]["n"] == rows["he"]["n"] > 0
+    diff = rows["he"]["vs_none"]["accuracy_difference"]  # variant - none, not the reverse
+    gap = rows["he"]["accuracy"]["value"] - rows["none"]["accuracy"]["value"]
+    assert diff["value"] == pytest.approx(gap)
+    assert diff["ci_low"] <= diff["value"] <= diff["ci_high"]
     _, meta = load_classifier(tmp_path / "abl" / "he")
     assert meta.preprocess["method"] == "he"
     text = result.files["md"].read_text()
@@ -58,3 +62,12 @@ def test_cli_ablate_refuses_unknown_variant(synth_dataset, tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "'gamma'" in proc.stdout + proc.stderr
+
+
+def test_difference_is_variant_minus_none():
+    diff = {"value": -0.02, "ci_low": -0.05, "ci_high": 0.01}
+    pair = {"run_a": "none", "run_b": "he", "difference": {"accuracy": diff}}
+    assert variant_minus_reference(pair, "he", "accuracy") == {
+        "value": 0.02, "ci_low": -0.01, "ci_high": 0.05}  # fmt: skip
+    flipped = {**pair, "run_a": "he", "run_b": "none"}
+    assert variant_minus_reference(flipped, "he", "accuracy") == pair["difference"]["accuracy"]

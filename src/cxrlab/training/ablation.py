@@ -18,7 +18,6 @@ from typing import Any
 from cxrlab.config import PreprocessConfig, TrainConfig
 from cxrlab.errors import ConfigError, suggest
 from cxrlab.io import write_json, write_text
-from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +75,19 @@ def variant_configs(
     return configs
 
 
+def variant_minus_reference(pair: dict[str, Any], variant: str, metric: str) -> dict[str, Any]:
+    """``metric(variant) - metric(other)`` with its interval, from a compare_runs pair (A - B)."""
+    diff = pair["difference"].get(metric, {})
+    if pair["run_a"] == variant:
+        return {k: diff.get(k) for k in ("value", "ci_low", "ci_high")}
+
+    def neg(x):
+        return None if x is None else -x
+
+    return {"value": neg(diff.get("value")), "ci_low": neg(diff.get("ci_high")),
+            "ci_high": neg(diff.get("ci_low"))}  # fmt: skip
+
+
 def run_ablation(
     base: TrainConfig,
     *,
@@ -88,21 +100,20 @@ def run_ablation(
 ) -> AblationResult:
     """Train, evaluate and compare every variant; writes ``out/ablation.{json,md}``."""
     from cxrlab.evaluation.compare import compare_runs
-    from cxrlab.evaluation.evaluate import evaluate_run
     from cxrlab.reports.tables import format_ci
-    from cxrlab.training.train import train
+    from cxrlab.training.cv import run_cell
 
     out = Path(out)
     configs = variant_configs(base, list(variants), out, segmenter)
     trained = []
-    for name, cfg in configs.items():
-        run = RunDir(cfg.out)
-        if not run.is_finished():
-            logger.info("Ablation: training %s", name)
-            train(cfg, progress=progress)
+    for i, (name, cfg) in enumerate(configs.items()):
+        # The study's resumable unit: finished variants are reused, an interrupted one resumes.
+        outcome = run_cell(
+            cfg, n_boot=n_boot, eval_seed=eval_seed, progress=progress, make_figures=False,
+            position=f"[{i + 1}/{len(configs)}] {name}: ",
+        )  # fmt: skip
+        if outcome.trained:
             trained.append(name)
-        if not run.metrics.is_file() or name in trained:
-            evaluate_run(run.path, n_boot=n_boot, seed=eval_seed, make_figures=False)
     comparison = compare_runs([c.out for c in configs.values()], out=out / "comparison",
                               n_boot=n_boot, seed=eval_seed)  # fmt: skip
     rows = []
@@ -118,18 +129,10 @@ def run_ablation(
             "macro_f1": m["macro_f1"],
         }
         if pair is not None:
-            sign = 1 if pair["run_b"] == name else -1
-            diff = pair["difference"].get("accuracy", {})
             row["vs_none"] = {
                 "mcnemar": pair["mcnemar"],
-                "accuracy_difference": {
-                    "value": None if diff.get("value") is None else sign * diff["value"],
-                    "ci_low": None if diff.get("ci_low") is None else
-                    sign * (diff["ci_high"] if sign < 0 else diff["ci_low"]),
-                    "ci_high": None if diff.get("ci_high") is None else
-                    sign * (diff["ci_low"] if sign < 0 else diff["ci_high"]),
-                },
-            }  # fmt: skip
+                "accuracy_difference": variant_minus_reference(pair, name, "accuracy"),
+            }
         rows.append(row)
     lines = [
         f"Preprocessing ablation: {base.model}, {base.image_size or 'recipe'} px, "
