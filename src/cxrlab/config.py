@@ -160,6 +160,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
     channels_last: bool = True
     compile: bool = False
+    #: After training, train a fresh model (same seed) on train+val for the number of epochs the
+    #: best checkpoint was chosen at; it becomes the run's model (``checkpoints/refit.ckpt``).
+    refit: bool = False
     decode_workers: int | None = Field(None, ge=1)
     cache_dir: Path | None = None
     strict: bool = False

@@ -149,6 +149,7 @@ class RunDir(_ResultsFolder):
     CHECKPOINTS = "checkpoints"
     BEST = "best"
     LAST = "last"
+    REFIT = "refit"
     PREDICTIONS = "predictions"
     REPORT = "report.html"
     MODEL_CARD = "model_card.md"
@@ -215,6 +216,25 @@ class RunDir(_ResultsFolder):
         return self.checkpoints / f"{self.LAST}.ckpt"
 
     @property
+    def refit_checkpoint(self) -> Path:
+        """``checkpoints/refit.ckpt``: the model refitted on train+val (``--refit``), when any."""
+        return self.checkpoints / f"{self.REFIT}.ckpt"
+
+    @property
+    def refit_last_checkpoint(self) -> Path:
+        """The refit's latest epoch (resumable); renamed to :attr:`refit_checkpoint` when whole."""
+        return self.checkpoints / f"{self.REFIT}-{self.LAST}.ckpt"
+
+    @property
+    def refit_history(self) -> Path:
+        """``history-refit.csv``: the refit's epochs (training loss, LR, images/s)."""
+        return self.path / "history-refit.csv"
+
+    def is_refit(self) -> bool:
+        """The run's model was refitted on train+val, so its val split is training data."""
+        return self.refit_checkpoint.is_file()
+
+    @property
     def explain(self) -> Path:
         return self.path / "explain"
 
@@ -274,12 +294,12 @@ class RunDir(_ResultsFolder):
         return self.config.is_file()
 
     def checkpoint(self) -> Path:
-        """The checkpoint to apply: ``best.ckpt``, else ``last.ckpt``.
+        """The checkpoint to apply: ``refit.ckpt``, else ``best.ckpt``, else ``last.ckpt``.
 
         Raises:
             CheckpointError: Neither exists.
         """
-        for candidate in (self.best_checkpoint, self.last_checkpoint):
+        for candidate in (self.refit_checkpoint, self.best_checkpoint, self.last_checkpoint):
             if candidate.is_file():
                 return candidate
         raise CheckpointError(

@@ -164,6 +164,12 @@ TRAINING_OPTIONS: tuple[TrainingOption, ...] = (
     TrainingOption("precision", ("--precision",), "Numeric precision.", str),
     TrainingOption("compile", ("--compile/--no-compile",), "torch.compile the model.", bool),
     TrainingOption(
+        "refit",
+        ("--refit/--no-refit",),
+        "Then train a fresh model on train+val for the epochs chosen on val; it becomes the model.",
+        bool,
+    ),
+    TrainingOption(
         "class_weights",
         ("--class-weights",),
         "Weight the training loss by inverse class frequency (balanced).",

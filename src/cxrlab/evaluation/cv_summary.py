@@ -36,6 +36,12 @@ def cv_run_name(fold: int, seed: int) -> str:
     return f"fold{fold}-seed{seed}"
 
 
+def parse_cv_run_name(name: str) -> tuple[int, int] | None:
+    """``(fold, seed)`` of a directory named by :func:`cv_run_name`, else None."""
+    match = _RUN_NAME.search(name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def _spread(values: list[float]) -> dict[str, Any]:
     v = np.asarray(values, dtype=np.float64)
     ok = v[~np.isnan(v)]

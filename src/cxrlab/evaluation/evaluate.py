@@ -167,13 +167,14 @@ def evaluate_run(
         )
         points = operating_points(val.y_true, val.probs, test.y_true, test.probs, labels=classes)
     else:
+        why = "refitted on train+val, so no held-out" if run.is_refit() else "no"
         points = {
             "classes": {},
-            "note": "no validation predictions; thresholds are never chosen on the test set",
+            "note": f"{why} validation predictions; thresholds are never chosen on the test set",
         }
         calibration = {
             "temperature": None,
-            "note": "no validation predictions; temperature scaling skipped",
+            "note": f"{why} validation predictions; temperature scaling skipped",
             "before": calibration_summary(test.y_true, test.probs, labels=classes),
             "reliability_before": reliability_curve(test.y_true, test.probs, labels=classes),
         }

@@ -35,6 +35,10 @@ def ensure_predictions(
     """
     run = RunDir.open(run_dir)
     checkpoint = run.find_checkpoint()
+    if run.is_refit() and "val" in splits:
+        # The refitted model trained on val: its val predictions would be in-sample.
+        logger.info("%s was refitted on train+val; its val split is not predicted", run.path)
+        splits = tuple(s for s in splits if s != "val")
     found: dict[str, Path] = {}
     for split in splits:
         path = run.predictions(split)

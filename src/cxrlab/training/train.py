@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -36,6 +38,8 @@ class TrainResult:
     epochs_run: int
     seconds: float
     classes: list[str]
+    #: ``checkpoints/refit.ckpt`` when ``config.refit`` (then the run's model), else None.
+    refit_checkpoint: Path | None = None
 
 
 @dataclass
@@ -265,6 +269,9 @@ def train(
 
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else run.last_checkpoint
     score = checkpoint.best_model_score
+    refit = None
+    if config.refit:
+        refit = _refit(saved, recipe, trainer_kwargs, data, run, callbacks, best)
     result = TrainResult(
         run_dir=config.out,
         best_checkpoint=best,
@@ -286,9 +293,41 @@ def train(
                 "recipe": _recipe_dict(recipe),
                 "precision": trainer_kwargs["precision"],
                 "world_size": trainer.world_size,
+                **({"refit": refit} if refit else {}),
             },
         )
+    if refit:
+        result.refit_checkpoint = run.refit_checkpoint
     return result
+
+
+def _refit(saved, recipe, trainer_kwargs, data, run, callbacks, best: Path) -> dict:
+    """Train a fresh model on train+val for the epochs at which ``best`` was chosen.
+
+    Same seed and recipe (its schedule stretched over those epochs, no early stopping); it is
+    resumable from ``checkpoints/refit-last.ckpt`` and becomes ``refit.ckpt`` only when whole.
+    """
+    import dataclasses
+
+    import lightning as L
+
+    epochs = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"]) + 1
+    log.info("Refitting on train+val for %d epochs (the best checkpoint's epoch)", epochs)
+    refit_recipe = dataclasses.replace(recipe, epochs=epochs, early_stopping_patience=None)
+    L.seed_everything(saved.seed, workers=True, verbose=False)
+    trainer, _, seconds = _fit(
+        saved, refit_recipe, trainer_kwargs, data, run, callbacks, refit=True
+    )
+    if trainer.is_global_zero:
+        os.replace(run.refit_last_checkpoint, run.refit_checkpoint)
+    n_train = int(data.split["split"].isin(["train", "val"]).sum())
+    return {
+        "checkpoint": str(run.refit_checkpoint.relative_to(run.path)),
+        "epochs": epochs,
+        "chosen_by": f"{recipe.monitor} of {best.name} on the val split",
+        "train_images": n_train,
+        "seconds": seconds,
+    }
 
 
 def _fit(
@@ -298,11 +337,15 @@ def _fit(
     data: PreparedData,
     run: RunDir,
     callbacks: list | None,
+    *,
+    refit: bool = False,
 ):
     """Build the model, the callbacks and the Trainer, and fit; returns (trainer, best, seconds).
 
     Args:
         config: The resolved config (what config.yaml holds), logged as hyper-parameters.
+        refit: Train on train+val without validation, checkpointing ``refit-last.ckpt`` (see
+            :func:`_refit`).
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping
@@ -320,16 +363,19 @@ def _fit(
 
     split, classes = data.split, data.classes
     label_ids = split["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    roles = split["split"].to_numpy()
+    if refit:
+        roles = np.where(roles == "val", "train", roles)
     datamodule = CachedDataModule(
         data.cache.read(),
-        split["split"].to_numpy(),
+        roles,
         label_ids,
         batch_size=recipe.batch_size,
         seed=config.seed,
         pin_memory=torch.cuda.is_available(),
         sampler=config.sampler,
     )
-    for name in ("train", "val"):
+    for name in ("train",) if refit else ("train", "val"):
         if len(datamodule.datasets[name]) == 0:
             raise DataError(f"The {name} split is empty; use more images or other split fractions.")
 
@@ -346,7 +392,7 @@ def _fit(
     if config.class_weights == "balanced":
         from cxrlab.training.data import balanced_class_weights
 
-        train_ids = label_ids[split["split"].to_numpy() == "train"]
+        train_ids = label_ids[roles == "train"]
         weights = balanced_class_weights(train_ids, len(classes))
     module = CxrLightningModule(
         model, recipe, seed=config.seed, channels_last=config.channels_last, class_weights=weights
@@ -369,16 +415,23 @@ def _fit(
     latest = AtomicModelCheckpoint(
         dirpath=run.checkpoints, filename=RunDir.LAST, save_top_k=1, enable_version_counter=False
     )
-    callbacks = [checkpoint, latest, HistoryCSV(run.history), *(callbacks or [])]
+    if refit:  # no validation: one unmonitored checkpoint per epoch, for resuming
+        checkpoint = latest = AtomicModelCheckpoint(
+            dirpath=run.checkpoints, filename=run.refit_last_checkpoint.stem, save_top_k=1,
+            enable_version_counter=False,
+        )  # fmt: skip
+        trainer_kwargs = {**trainer_kwargs, "limit_val_batches": 0}
+    history = HistoryCSV(run.refit_history if refit else run.history)
+    callbacks = [*dict.fromkeys([checkpoint, latest]), history, *(callbacks or [])]
     if config.progress:
         callbacks.append(EpochProgressBar())
     if recipe.ema_decay:
         callbacks.append(WeightEMA(recipe.ema_decay))
-    if recipe.early_stopping_patience:
+    if recipe.early_stopping_patience and not refit:
         callbacks.append(
             EarlyStopping(monitor="val_loss", mode="min", patience=recipe.early_stopping_patience)
         )
-    loggers = create_loggers(config.logger, run.path)
+    loggers = [] if refit else create_loggers(config.logger, run.path)
     for logger in loggers:
         logger.log_hyperparams(config.to_yaml_dict())
     trainer = L.Trainer(
@@ -392,7 +445,7 @@ def _fit(
         default_root_dir=run.path,
         log_every_n_steps=1,
     )
-    last = run.last_checkpoint
+    last = run.refit_last_checkpoint if refit else run.last_checkpoint
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Advice that does not apply: batches come from memory (no workers needed) and the
@@ -405,7 +458,7 @@ def _fit(
         trainer.fit(
             module,
             datamodule=datamodule,
-            ckpt_path=str(last) if config.resume and last.exists() else None,
+            ckpt_path=str(last) if (config.resume or refit) and last.exists() else None,
         )
     return trainer, checkpoint, time.perf_counter() - start
 
