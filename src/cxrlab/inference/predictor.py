@@ -385,7 +385,9 @@ def load_predictor(
 
     Args:
         model_or_path: A :class:`Predictor`, a :class:`~cxrlab.models.CxrClassifier`, a run
-            directory, a ``.ckpt`` file or an ``.onnx`` file. ONNX files never import PyTorch.
+            directory, a ``.ckpt`` file, an ``.onnx`` file, or an ensemble folder
+            (``cxrlab ensemble create``; an :class:`~cxrlab.inference.ensemble.EnsemblePredictor`).
+            ONNX files never import PyTorch.
         device: ``"cpu"``, ``"cuda"`` or ``None`` (PyTorch: CUDA when available; ONNX: CPU).
         threads: ONNX Runtime intra-op threads (ignored for PyTorch).
 
@@ -398,6 +400,12 @@ def load_predictor(
     if hasattr(model_or_path, "meta") and callable(model_or_path):
         return TorchPredictor(model_or_path, device=device)
     path = Path(model_or_path)
+    from cxrlab.rundir import EnsembleDir
+
+    if EnsembleDir.holds_ensemble(path):
+        from cxrlab.inference.ensemble import load_ensemble
+
+        return load_ensemble(path, device=device)
     if path.suffix.lower() == ".onnx":
         return OnnxPredictor(path, device=device, threads=threads)
     return TorchPredictor.from_checkpoint(path, device=device)
