@@ -1,4 +1,4 @@
-"""Ensembles: exact averaging, refused mismatches, the folder on disk, ONNX as one graph, the CLI."""
+"""Ensembles: exact averaging, refused mismatches, the folder on disk, one ONNX graph, the CLI."""
 
 from __future__ import annotations
 
@@ -119,6 +119,7 @@ def test_shared_split_ensemble_evaluates_on_its_test_set(runs, tmp_path):
     np.testing.assert_allclose(pd.read_csv(saved)[classes].to_numpy(), mean, atol=1e-7)
     page = build_report(ens.path)
     assert page.html.is_file() and "test" in page.sections
+    assert "ensemble(2 x small-cnn)" in page.html.read_text()
 
 
 def test_members_from_other_splits_are_refused_for_internal_evaluation(runs, tmp_path):

@@ -491,7 +491,7 @@ class EnsembleDir(RunDir):
         runs = [RunDir(m["run_dir"]) for m in self.read_manifest()["members"] if m.get("run_dir")]
         frames = [r.read_split() for r in runs if r.has_split()]
         if not frames:
-            raise RunDirError(f"No member of {self.path} has a split.csv: nothing to audit against.")
+            raise RunDirError(f"No member of {self.path} has a split.csv to audit against.")
         union = pd.concat(frames, ignore_index=True)
         rank = union["split"].map({s: i for i, s in enumerate(SPLITS)}).fillna(len(SPLITS))
         union = union.assign(_rank=rank).sort_values("_rank", kind="stable")

@@ -69,7 +69,9 @@ class EnsemblePredictor:
         members = list(members)
         if not members:
             raise ConfigError("An ensemble needs at least one member model.")
-        names = list(names) if names is not None else [f"member {i + 1}" for i in range(len(members))]
+        if names is None:
+            names = [f"member {i + 1}" for i in range(len(members))]
+        names = list(names)
         if len(names) != len(members):
             raise ConfigError(f"{len(names)} names were given for {len(members)} members.")
         first = members[0]
@@ -274,7 +276,7 @@ def create_ensemble(
     ens = EnsembleDir(out)
     for m in resolved:
         if m.run_dir is not None and ens.path.absolute() == m.run_dir.absolute():
-            raise ConfigError(f"--out {ens.path} is the run directory of a member; choose a new folder.")
+            raise ConfigError(f"--out {ens.path} is a member's run directory; choose another.")
     if ens.path.is_dir() and RunDir(ens.path).holds_run():
         raise ConfigError(f"--out {ens.path} holds a training run; choose another folder.")
     predictors = [TorchPredictor.from_checkpoint(m.checkpoint, device=device) for m in resolved]

@@ -104,7 +104,6 @@ def export_onnx(
     import torch
 
     from cxrlab.models import load_classifier
-
     from cxrlab.rundir import EnsembleDir
 
     if hasattr(model_or_path, "meta"):

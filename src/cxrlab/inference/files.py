@@ -59,7 +59,7 @@ class PredictSummary:
         counts: Files per predicted class, in the model's class order (errors excluded).
         classes: Class names in output order.
         model_name: Architecture name.
-        backend: ``"torch"`` or ``"onnx"``.
+        backend: ``"torch"``, ``"onnx"`` or ``"ensemble"``.
         cam_dir: Folder of CAM overlays, if requested.
         tta: Test-time views averaged per image (1: none).
     """

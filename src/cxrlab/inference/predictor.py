@@ -63,7 +63,7 @@ class Predictor(Protocol):
         image_size: Square input side ``S`` in pixels.
         in_chans: Channels the network takes (grayscale input is repeated to fill them).
         model_name: Registry name of the architecture.
-        backend: ``"torch"`` or ``"onnx"``.
+        backend: ``"torch"``, ``"onnx"`` or ``"ensemble"``.
         preprocess: The preprocessing the model was trained with (metadata dict), or None for
             the plain stretch; pass it to :func:`cxrlab.data.images.decode_many`.
     """
