@@ -166,6 +166,10 @@ def test_cv_folder_gives_its_finished_runs(runs, tmp_path):
         resolve_members([cv, cv / "fold0-seed0"])
     with pytest.raises(ConfigError, match="neither a run directory"):
         resolve_members([tmp_path / "cv" / "cv_summary"])
+    study = tmp_path / "study"
+    shutil.copytree(runs["a"], study / "runs" / "small-cnn" / "seed0")
+    shutil.copytree(runs["b"], study / "runs" / "small-cnn" / "seed1")
+    assert [m.run_dir.name for m in resolve_members([study])] == ["seed0", "seed1"]
 
 
 def test_onnx_export_is_one_graph_equal_to_the_ensemble(runs, tmp_path):

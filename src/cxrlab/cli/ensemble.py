@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from cxrlab.cli.common import console
-from cxrlab.cli.options import Device
 
 ensemble_app = typer.Typer(
     help="Ensembles: models whose probabilities are averaged, usable wherever a run is.",
@@ -23,14 +22,13 @@ def create_cmd(
         "finished fold<k>-seed<s> runs).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Ensemble folder to write."),
-    device: Device = "cpu",
 ) -> None:
     """Write OUT/ensemble.json naming the members; then predict, evaluate, export, serve OUT."""
     from rich.table import Table
 
     from cxrlab.inference.ensemble import create_ensemble
 
-    result = create_ensemble(members, out, device=device or "cpu")
+    result = create_ensemble(members, out)  # members load on the CPU to check they agree
     m = result.manifest
     table = Table(title=f"{m['model_name']}: {len(m['members'])} members", title_justify="left")
     table.add_column("Member checkpoint", overflow="fold")
