@@ -169,7 +169,7 @@ def test_predictions_computed_when_missing_or_stale(tmp_path, monkeypatch):
     run = make_run(tmp_path / "run")
     calls = []
 
-    def fake_predict_split(run_dir, split, *, device=None, batch_size=64):
+    def fake_predict_split(run_dir, split, *, device=None, batch_size=64, tta=1):
         calls.append((split, device))
         return _predictions(np.random.default_rng(9), split, 40)
 

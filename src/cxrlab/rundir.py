@@ -160,7 +160,10 @@ class RunDir(_ResultsFolder):
 
     @classmethod
     def open(cls, path: str | os.PathLike | RunDir) -> RunDir:
-        """An existing run directory; RunDirError when ``path`` is not a directory."""
+        """An existing run directory (an :class:`EnsembleDir` when it holds ensemble.json);
+        RunDirError when ``path`` is not a directory."""
+        if cls is RunDir and EnsembleDir.holds_ensemble(path):
+            return EnsembleDir(path)
         run = cls(path)
         if not run.path.is_dir():
             raise RunDirError(
@@ -274,6 +277,11 @@ class RunDir(_ResultsFolder):
         """``predictions/<split>.csv``."""
         return self.path / self.PREDICTIONS / f"{split}.csv"
 
+    @property
+    def predictions_tta(self) -> Path:
+        """``predictions/tta.json``: split -> test-time transforms its predictions averaged."""
+        return self.path / self.PREDICTIONS / "tta.json"
+
     def external(self, name: str) -> ExternalDir:
         """``external/<name>/``: one external validation (``cxrlab evaluate --data``)."""
         clean = str(name).strip()
@@ -314,6 +322,14 @@ class RunDir(_ResultsFolder):
             return self.checkpoint()
         except CheckpointError:
             return None
+
+    def model_file(self) -> Path | None:
+        """The file predictions are computed from (the checkpoint; an ensemble's manifest)."""
+        return self.find_checkpoint()
+
+    def reference_split(self) -> pd.DataFrame:
+        """The images the model was trained or selected on (the leakage audit's reference)."""
+        return self.read_split()
 
     # -- files -----------------------------------------------------------------------------------
     def has_split(self) -> bool:
@@ -430,3 +446,73 @@ class ExternalDir(_ResultsFolder):
     def overlap(self) -> Path:
         """The leakage audit: external images matching the run's train/val/test images."""
         return self.path / "overlap.csv"
+
+
+class EnsembleDir(RunDir):
+    """An ensemble folder (``cxrlab ensemble create``): ensemble.json naming the members (absolute
+    checkpoint paths, sha256), classes.json, and split.csv when the members share one split, and
+    then the result files ``cxrlab evaluate`` writes into a run directory."""
+
+    MANIFEST = "ensemble.json"
+
+    @classmethod
+    def holds_ensemble(cls, path: str | os.PathLike | _ResultsFolder) -> bool:
+        """Whether ``path`` is an ensemble folder (or its manifest file)."""
+        path = Path(path.path if isinstance(path, _ResultsFolder) else path)
+        return (path / cls.MANIFEST).is_file() or (path.name == cls.MANIFEST and path.is_file())
+
+    def __init__(self, path: str | os.PathLike | _ResultsFolder):
+        super().__init__(path)
+        if self.path.name == self.MANIFEST and self.path.is_file():
+            self.path = self.path.parent
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / self.MANIFEST
+
+    def read_manifest(self) -> dict[str, Any]:
+        """The manifest (RunDirError when missing or damaged)."""
+        manifest = self.read_json(self.manifest)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("members"), list):
+            raise RunDirError(f"{self.manifest} lacks a 'members' list; create it again.")
+        return manifest
+
+    def checkpoint(self) -> Path:
+        raise CheckpointError(
+            f"{self.path} is an ensemble, not one checkpoint, and this command needs a single "
+            f"model: pass one member (listed in {self.manifest}) instead. predict, evaluate, "
+            "export, serve and report take the ensemble."
+        )
+
+    def find_checkpoint(self) -> Path | None:
+        return None
+
+    def model_file(self) -> Path | None:
+        return self.manifest if self.manifest.is_file() else None
+
+    def read_split(self) -> pd.DataFrame:
+        """The members' shared split; RunDirError when they were trained on different splits."""
+        if self.split.is_file():
+            return read_split_csv(self.split)
+        raise RunDirError(
+            f"The members of the ensemble {self.path} were not trained on one split (for "
+            "instance the folds of a cross-validation), so no test set is held out from all of "
+            "them: each member's test images are other members' training images, and scoring "
+            "the ensemble on them would be optimistic. Report the members' out-of-fold results "
+            "(the cv summary: `cxrlab cv` writes it) and score the ensemble on a collection none "
+            "of them saw: `cxrlab evaluate ENSEMBLE --data EXTERNAL_FOLDER`."
+        )
+
+    def reference_split(self) -> pd.DataFrame:
+        """The union of the members' splits (an image in any member's train split counts as
+        train, then val, then test), for the leakage audit."""
+        if self.split.is_file():
+            return read_split_csv(self.split)
+        runs = [RunDir(m["run_dir"]) for m in self.read_manifest()["members"] if m.get("run_dir")]
+        frames = [r.read_split() for r in runs if r.has_split()]
+        if not frames:
+            raise RunDirError(f"No member of {self.path} has a split.csv to audit against.")
+        union = pd.concat(frames, ignore_index=True)
+        rank = union["split"].map({s: i for i, s in enumerate(SPLITS)}).fillna(len(SPLITS))
+        union = union.assign(_rank=rank).sort_values("_rank", kind="stable")
+        return union.drop_duplicates("path").drop(columns="_rank").reset_index(drop=True)

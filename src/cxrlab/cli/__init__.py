@@ -27,7 +27,7 @@ app = typer.Typer(
 # Command-group modules, in the order `cxrlab --help` lists them.
 _COMMAND_MODULES = (
     "data", "models", "train", "cv", "study", "evaluate", "compare", "explain", "report",
-    "segment", "ablate", "serve", "demo",
+    "segment", "ablate", "serve", "ensemble", "demo",
 )  # fmt: skip
 
 for _name in _COMMAND_MODULES:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from cxrlab.cli.common import console
-from cxrlab.cli.options import Device
+from cxrlab.cli.options import TTA, Device
 
 
 def _rich_metrics_table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -48,9 +48,11 @@ def print_evaluation(result) -> None:
     if cal.get("note"):
         rows.append(("Temperature scaling", cal["note"]))
     rows.append(("Brier score (multiclass)", format_ci(m["metrics"]["brier"], percent=False)))
+    tta = f"; TTA x{m['tta']}" if m.get("tta", 1) > 1 else ""
     console.print(
         _rich_metrics_table(
-            f"{result.run_dir}: test set n = {m['n']}; 95% CI: Clopper-Pearson for proportions, "
+            f"{result.run_dir}: test set n = {m['n']}{tta}; 95% CI: Clopper-Pearson for "
+            "proportions, "
             f"{b['method']} ({b['n_boot']} resamples, seed {b['seed']}) for the others",
             rows,
         )
@@ -99,12 +101,13 @@ def evaluate_and_report(
     seed: int = 0,
     device: str | None = None,
     make_figures: bool = True,
+    tta: int = 1,
 ):
     """Evaluate a run and print the summary (used by ``cxrlab train`` after training)."""
     from cxrlab.evaluation import evaluate_run
 
     result = evaluate_run(
-        run_dir, n_boot=n_boot, seed=seed, device=device, make_figures=make_figures
+        run_dir, n_boot=n_boot, seed=seed, device=device, make_figures=make_figures, tta=tta
     )
     print_evaluation(result)
     return result
@@ -142,7 +145,8 @@ def print_external(result) -> None:
         rows.append((f"{label}: external - internal", format_ci(diff, percent=pct)))
     console.print(
         _rich_metrics_table(
-            f"{result.out.path}: external n = {m['n']} ({len(m['classes_present'])} classes)",
+            f"{result.out.path}: external n = {m['n']} ({len(m['classes_present'])} classes"
+            + (f"; TTA x{m['tta']})" if m.get("tta", 1) > 1 else ")"),
             rows,
         )
     )
@@ -154,7 +158,9 @@ def print_external(result) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
-        run_dir: Path = typer.Argument(..., help="Run directory written by `cxrlab train`."),
+        run_dir: Path = typer.Argument(
+            ..., help="Run directory written by `cxrlab train`, or an ensemble folder."
+        ),
         n_boot: int = typer.Option(
             1000, "--n-boot", min=1, help="Bootstrap resamples (>= 1000 for papers)."
         ),
@@ -192,6 +198,7 @@ def register(app: typer.Typer) -> None:
         keep_overlap: bool = typer.Option(
             False, "--keep-overlap", help="Keep external images that match run images."
         ),
+        tta: TTA = 1,
     ) -> None:
         """Test metrics with 95% bootstrap CIs, calibration, tables and figures for one run.
 
@@ -208,7 +215,7 @@ def register(app: typer.Typer) -> None:
                     "and --keep-overlap only apply to an external set: add --data FOLDER."
                 )
             evaluate_and_report(
-                run_dir, n_boot=n_boot, seed=seed, device=device, make_figures=figures
+                run_dir, n_boot=n_boot, seed=seed, device=device, make_figures=figures, tta=tta
             )
             return
         from cxrlab.evaluation.external import evaluate_external
@@ -217,6 +224,6 @@ def register(app: typer.Typer) -> None:
             run_dir, data, name=name, index=index, path_column=path_column,
             label_column=label_column, source_column=source_column, class_map=class_map,
             drop_class=drop_class, drop_unmapped=drop_unmapped, keep_overlap=keep_overlap,
-            n_boot=n_boot, seed=seed, device=device, make_figures=figures,
+            n_boot=n_boot, seed=seed, device=device, make_figures=figures, tta=tta,
         )  # fmt: skip
         print_external(result)

@@ -7,6 +7,7 @@
 * :data:`Device`: ``--device auto|cpu|cuda|mps`` of the commands that apply a model. Training
   takes the same name and values (``--accelerator`` stays as a hidden alias); ``gpu`` is read as
   ``cuda`` everywhere.
+* :data:`TTA`: ``--tta N`` (test-time augmentation) of ``evaluate`` and ``predict``.
 
 Nothing here imports torch: ``--help`` answers without it.
 """
@@ -67,6 +68,19 @@ Device = Annotated[
         callback=_inference_device,
         show_default="auto: cuda when present",
         help="Where the model runs (gpu means cuda).",
+    ),
+]
+
+#: ``--tta N`` of the commands that apply a trained model (evaluate, predict): test-time
+#: augmentation, the mean over N mild views of each image (:mod:`cxrlab.inference.tta`).
+TTA = Annotated[
+    int,
+    typer.Option(
+        "--tta",
+        min=1,
+        metavar="N",
+        help="Test-time augmentation: average N views of each image (identity, rotations of a "
+        "few degrees, zoom 0.95-1.05, shifts of 2%; no flips). 1 = off.",
     ),
 ]
 

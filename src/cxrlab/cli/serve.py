@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from cxrlab.cli.common import console
-from cxrlab.cli.options import Device
+from cxrlab.cli.options import TTA, Device
 
 
 def register(app: typer.Typer) -> None:
     @app.command("predict")
     def predict_cmd(
-        model: Path = typer.Argument(..., help="Run directory, .ckpt checkpoint or .onnx file."),
+        model: Path = typer.Argument(
+            ..., help="Run directory, .ckpt checkpoint, .onnx file or ensemble folder."
+        ),
         paths: list[Path] = typer.Argument(
             ...,
             help="Image files and/or folders (walked recursively): PNG, JPEG, TIFF, BMP, DICOM.",
@@ -24,6 +26,7 @@ def register(app: typer.Typer) -> None:
         cam: Path | None = typer.Option(
             None, "--cam", help="Write a Grad-CAM overlay PNG per image into this folder."
         ),
+        tta: TTA = 1,
     ) -> None:
         """Predict every image in PATHS and write one CSV row per file (errors included)."""
         from rich.progress import (
@@ -57,9 +60,13 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 cam_dir=cam,
                 progress=lambda done: bar.update(task, completed=done),
+                tta=tta,
             )
 
-        table = Table(title=f"{summary.model_name} ({summary.backend}): {summary.n_files} files")
+        views = f", TTA x{summary.tta}" if summary.tta > 1 else ""
+        table = Table(
+            title=f"{summary.model_name} ({summary.backend}{views}): {summary.n_files} files"
+        )
         table.add_column("predicted class")
         table.add_column("files", justify="right")
         for name, count in summary.counts.items():
@@ -77,7 +84,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_cmd(
-        run: Path = typer.Argument(..., help="Run directory or .ckpt checkpoint."),
+        run: Path = typer.Argument(
+            ..., help="Run directory, .ckpt checkpoint, or ensemble folder (one graph)."
+        ),
         onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write."),
         opset: int | None = typer.Option(
             None, "--opset", min=7, help="ONNX opset (default: the exporter's, 18 or later)."
@@ -100,7 +109,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("serve")
     def serve_cmd(
-        model: Path = typer.Argument(..., help="Run directory, .ckpt checkpoint or .onnx file."),
+        model: Path = typer.Argument(
+            ..., help="Run directory, .ckpt checkpoint, .onnx file or ensemble folder."
+        ),
         host: str = typer.Option("127.0.0.1", "--host", help="Interface (loopback by default)."),
         port: int = typer.Option(7860, "--port", min=1, max=65535),
         device: Device = None,

@@ -118,6 +118,7 @@ def evaluate_run(
     seed: int = 0,
     device=None,
     make_figures: bool = True,
+    tta: int = 1,
 ) -> EvaluationResult:
     """Evaluate a run on its test split and write metrics, tables and figures into it.
 
@@ -133,6 +134,9 @@ def evaluate_run(
         seed: Bootstrap seed.
         device: Where to predict if predictions must be computed (default: CUDA if available).
         make_figures: Draw figures (turn off for speed in bulk evaluation).
+        tta: Test-time views averaged per image (:mod:`cxrlab.inference.tta`; 1 = off); the
+            val and test predictions are recomputed when made with another; recorded in
+            metrics.json (``tta``, ``tta_transforms``).
 
     Returns:
         An :class:`EvaluationResult`; files are written to ``metrics.json``, ``tables/`` and
@@ -147,7 +151,10 @@ def evaluate_run(
             UserWarning,
             stacklevel=2,
         )
-    found = ensure_predictions(run_dir, device=device)
+    from cxrlab.inference.tta import describe_tta
+
+    transforms = describe_tta(tta)
+    found = ensure_predictions(run_dir, device=device, tta=tta)
     classes = run.read_classes()
     test = load_predictions(run_dir, "test", classes)
     classes = list(test.classes)
@@ -189,6 +196,9 @@ def evaluate_run(
         "n_per_class": result["n_per_class"],
         "test_set": test_set,
         "test_set_hash": test_set["sha1"],
+        "tta": int(tta),
+        "tta_transforms": transforms,
+        **ensemble_entry(run),
         **metrics_entries(result),
         "calibration": {
             **{k: v for k, v in calibration.items() if not _is_array_like(v)},
@@ -218,6 +228,23 @@ def evaluate_run(
 #: The entries of :func:`cxrlab.evaluation.bootstrap.bootstrap_metrics`'s result that metrics.json
 #: holds as they are, internal and external alike.
 METRICS_ENTRIES = ("bootstrap", "intervals", "metrics", "per_class", "confusion_matrix")
+
+
+def ensemble_entry(run: RunDir) -> dict[str, Any]:
+    """``{"ensemble": {model_name, members, shared_split}}`` for an ensemble folder, else {}."""
+    from cxrlab.rundir import EnsembleDir
+
+    if not isinstance(run, EnsembleDir):
+        return {}
+    manifest = run.read_manifest()
+    return {
+        "ensemble": {
+            "model_name": manifest.get("model_name"),
+            "combine": manifest.get("combine"),
+            "shared_split": manifest.get("shared_split"),
+            "members": [m.get("checkpoint") for m in manifest["members"]],
+        }
+    }
 
 
 def metrics_entries(result: dict[str, Any]) -> dict[str, Any]:

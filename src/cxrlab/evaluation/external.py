@@ -40,7 +40,12 @@ from cxrlab.data.overlap import OVERLAP_COLUMNS, find_overlap, hash_images, refe
 from cxrlab.errors import DataError
 from cxrlab.evaluation.bootstrap import bootstrap_metrics
 from cxrlab.evaluation.calibration import temperature_scaling
-from cxrlab.evaluation.evaluate import DEFINITIONS, METRICS_FORMAT, metrics_entries
+from cxrlab.evaluation.evaluate import (
+    DEFINITIONS,
+    METRICS_FORMAT,
+    ensemble_entry,
+    metrics_entries,
+)
 from cxrlab.evaluation.operating_points import operating_points
 from cxrlab.evaluation.per_source import SetSummary, comparison, per_source
 from cxrlab.evaluation.predictions import Predictions, read_predictions
@@ -77,14 +82,19 @@ class ExternalResult:
 
 
 def internal_predictions(
-    run: RunDir, split: str, classes: Sequence[str], *, device=None
+    run: RunDir, split: str, classes: Sequence[str], *, device=None, tta: int = 1
 ) -> Predictions | None:
-    """The run's saved predictions of a split, or (missing/stale) predicted now, never written."""
+    """The run's saved predictions of a split, or (missing/stale/other TTA) predicted now, never
+    written."""
+    from cxrlab.evaluation.runs import predictions_tta
+
     path = run.predictions(split)
-    checkpoint = run.find_checkpoint()
+    checkpoint = run.model_file()
     if path.is_file() and (
-        checkpoint is None or path.stat().st_mtime >= checkpoint.stat().st_mtime
-    ):
+        checkpoint is None
+        or (path.stat().st_mtime >= checkpoint.stat().st_mtime
+            and predictions_tta(run, split) == tta)
+    ):  # fmt: skip
         return read_predictions(path, classes)
     if checkpoint is None or not run.has_split():
         return None
@@ -93,7 +103,7 @@ def internal_predictions(
     logger.info("Predicting the run's %s split in memory (predictions/%s.csv is not fresh)", split,
                 split)  # fmt: skip
     try:
-        frame = predict_split(run, split, device=device)
+        frame = predict_split(run, split, device=device, tta=tta)
     except DataError as exc:
         logger.warning("Could not predict the %s split of %s: %s", split, run.path, exc)
         return None
@@ -105,7 +115,7 @@ def _audit(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """(hashes of the external images, overlap pairs, unreadable path -> reason)."""
     hashed = hash_images(ext.index["path"].tolist(), workers=workers)
-    reference = reference_hashes(run.read_split(), workers=workers)
+    reference = reference_hashes(run.reference_split(), workers=workers)
     pairs = find_overlap(hashed.frame, reference, threshold=threshold)
     return hashed.frame, pairs, hashed.errors
 
@@ -208,6 +218,7 @@ def evaluate_external(
     device=None,
     make_figures: bool = True,
     workers: int | None = None,
+    tta: int = 1,
 ) -> ExternalResult:
     """Audit an external set against a run's images, score the rest, write RUN/external/<name>/.
 
@@ -227,6 +238,8 @@ def evaluate_external(
         device: Where the model runs (default: CUDA when available).
         make_figures: Draw the figures.
         workers: Reader threads.
+        tta: Test-time views averaged per image (1 = off), for the external set and the
+            internal val/test it is compared with; recorded in metrics.json.
 
     Raises:
         DataError: The folder is missing, empty, without class folders, holds only unknown
@@ -235,9 +248,11 @@ def evaluate_external(
     from cxrlab.data.images import decode_many
     from cxrlab.evaluation.external_report import write_outputs
     from cxrlab.inference.predictor import load_predictor
+    from cxrlab.inference.tta import describe_tta, with_tta
 
+    transforms = describe_tta(tta)
     run = RunDir.open(run_dir)
-    checkpoint = run.checkpoint()
+    checkpoint = run.model_file() or run.checkpoint()  # an ensemble: its manifest
     classes = run.read_classes()
     data = Path(data).expanduser()
     out = run.external(name or data.resolve().name)
@@ -272,8 +287,9 @@ def evaluate_external(
                                      "reason": "matches a run image (overlap.csv)"}))  # fmt: skip
         index_df = index_df[~left].reset_index(drop=True)
 
-    predictor = load_predictor(checkpoint, device=device)
-    decoded = decode_many(index_df["path"].tolist(), predictor.image_size, workers=workers)
+    predictor = with_tta(load_predictor(checkpoint, device=device), tta)
+    decoded = decode_many(index_df["path"].tolist(), predictor.image_size, workers=workers,
+                          preprocess=predictor.preprocess)  # fmt: skip
     if not decoded.ok.all():
         bad = np.flatnonzero(~decoded.ok)
         skipped.append(pd.DataFrame({"path": index_df["path"].to_numpy()[bad],
@@ -288,8 +304,8 @@ def evaluate_external(
     absent = [c for c in classes if c not in present]
 
     result = bootstrap_metrics(y_true, probs, labels=classes, n_boot=n_boot, seed=seed)
-    val = internal_predictions(run, "val", classes, device=device)
-    test = internal_predictions(run, "test", classes, device=device)
+    val = internal_predictions(run, "val", classes, device=device, tta=tta)
+    test = internal_predictions(run, "test", classes, device=device, tta=tta)
     calibration, points, transfer = _transfer(val, test, y_true, probs, classes, out.name)
     ext_summary = SetSummary(y_true, probs, labels=classes, present=present, n_boot=n_boot,
                              seed=seed + 1)  # fmt: skip
@@ -338,6 +354,9 @@ def evaluate_external(
         "test_set": fingerprint,
         "test_set_hash": fingerprint["sha1"],
         "overlap": _overlap_summary(pairs, len(hashes), threshold, keep_overlap),
+        "tta": int(tta),
+        "tta_transforms": transforms,
+        **ensemble_entry(run),
         "n_skipped": int(sum(len(s) for s in skipped)),
         **metrics_entries(result),
         "calibration": {

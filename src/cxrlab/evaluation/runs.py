@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 from cxrlab.errors import DataError, RunDirError
 from cxrlab.evaluation.predictions import Predictions, read_predictions, write_predictions
-from cxrlab.rundir import RunDir
+from cxrlab.io import write_json
+from cxrlab.rundir import EnsembleDir, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +23,17 @@ def ensure_predictions(
     *,
     device=None,
     batch_size: int = 64,
+    tta: int | None = None,
 ) -> dict[str, Path]:
     """Make sure ``predictions/<split>.csv`` exist and are newer than the checkpoint.
 
     Missing or stale files are computed with :func:`cxrlab.inference.split.predict_split` and
-    written atomically. Without a checkpoint, existing files are used as they are.
+    written atomically. Without a checkpoint, existing files are used as they are. For an
+    ensemble folder the manifest (ensemble.json) plays the checkpoint's part.
+
+    ``tta``: the test-time augmentation the predictions must have (``predictions/tta.json``
+    records it; absent means 1); files made with another are recomputed. None accepts existing
+    files whatever their TTA and computes missing ones without.
 
     Returns:
         Split name -> predictions file, for each split that has (or got) one. ``test`` is required.
@@ -34,7 +42,9 @@ def ensure_predictions(
         RunDirError: There is no test predictions file and no checkpoint to compute it from.
     """
     run = RunDir.open(run_dir)
-    checkpoint = run.find_checkpoint()
+    if isinstance(run, EnsembleDir):
+        run.read_split()  # members from different splits: refused here, before any work
+    checkpoint = run.model_file()
     if run.is_refit() and "val" in splits:
         # The refitted model trained on val: its val predictions would be in-sample.
         logger.info("%s was refitted on train+val; its val split is not predicted", run.path)
@@ -45,6 +55,8 @@ def ensure_predictions(
         fresh = path.is_file() and (
             checkpoint is None or path.stat().st_mtime >= checkpoint.stat().st_mtime
         )
+        if fresh and checkpoint is not None and tta is not None:
+            fresh = predictions_tta(run, split) == tta
         if fresh:
             found[split] = path
             continue
@@ -63,10 +75,16 @@ def ensure_predictions(
             continue
         from cxrlab.inference.split import predict_split
 
-        why = "missing" if not path.is_file() else "older than the checkpoint"
+        why = (
+            "missing"
+            if not path.is_file()
+            else f"made with TTA x{predictions_tta(run, split)}"
+            if path.stat().st_mtime >= checkpoint.stat().st_mtime
+            else "older than the checkpoint"
+        )
         logger.info("Predicting the %s split of %s (%s is %s)", split, run.path, path.name, why)
         try:
-            frame = predict_split(run, split, device=device, batch_size=batch_size)
+            frame = predict_split(run, split, device=device, batch_size=batch_size, tta=tta or 1)
         except DataError:
             if split == "test":
                 raise
@@ -75,8 +93,32 @@ def ensure_predictions(
             )
             continue
         write_predictions(path, frame)
+        _record_tta(run, split, tta or 1)
         found[split] = path
     return found
+
+
+def predictions_tta(run: RunDir, split: str) -> int:
+    """The test-time views ``predictions/<split>.csv`` averaged (1 unless tta.json says more)."""
+    record = run.predictions_tta
+    if not record.is_file():
+        return 1
+    try:
+        return int(json.loads(record.read_text()).get(split, 1))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0  # unreadable: never counts as matching, so the predictions are recomputed
+
+
+def _record_tta(run: RunDir, split: str, tta: int) -> None:
+    record = run.predictions_tta
+    entries: dict = {}
+    if record.is_file():
+        try:
+            entries = dict(json.loads(record.read_text()))
+        except (OSError, ValueError, TypeError):
+            entries = {}
+    entries[split] = int(tta)
+    write_json(record, entries)
 
 
 def load_predictions(

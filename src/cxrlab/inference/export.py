@@ -86,7 +86,9 @@ def export_onnx(
     """Export a classifier to an ONNX file, atomically.
 
     Args:
-        model_or_path: A :class:`~cxrlab.models.CxrClassifier`, a run directory or a ``.ckpt``.
+        model_or_path: A :class:`~cxrlab.models.CxrClassifier`, a run directory, a ``.ckpt``, or
+            an ensemble folder (one graph running every member, whose output is the log of the
+            mean softmax, so its softmax is the ensemble's probability).
         out: Destination ``.onnx`` file (written whole or not at all).
         opset: ONNX opset (``None``: the exporter's default, 18 or later; below 18 the
             TorchScript-based exporter is used).
@@ -102,10 +104,15 @@ def export_onnx(
     import torch
 
     from cxrlab.models import load_classifier
+    from cxrlab.rundir import EnsembleDir
 
     if hasattr(model_or_path, "meta"):
         # A copy: the caller's model keeps its device and train/eval mode.
         model = copy.deepcopy(model_or_path)
+    elif EnsembleDir.holds_ensemble(model_or_path):
+        from cxrlab.inference.ensemble import ensemble_module
+
+        model = ensemble_module(model_or_path)  # one graph: log(mean softmax) of the members
     else:
         model, _ = load_classifier(model_or_path)
     model = model.cpu().eval()

@@ -59,8 +59,9 @@ class PredictSummary:
         counts: Files per predicted class, in the model's class order (errors excluded).
         classes: Class names in output order.
         model_name: Architecture name.
-        backend: ``"torch"`` or ``"onnx"``.
+        backend: ``"torch"``, ``"onnx"`` or ``"ensemble"``.
         cam_dir: Folder of CAM overlays, if requested.
+        tta: Test-time views averaged per image (1: none).
     """
 
     out: Path
@@ -72,6 +73,7 @@ class PredictSummary:
     model_name: str = ""
     backend: str = ""
     cam_dir: Path | None = None
+    tta: int = 1
 
 
 def iter_input_files(
@@ -158,6 +160,7 @@ def iter_predictions(
     progress: Progress = True,
     workers: int | None = None,
     skipped: Counter[str] | None = None,
+    tta: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Predict files batch by batch, yielding one row (a dict) per file in input order.
 
@@ -170,6 +173,8 @@ def iter_predictions(
         progress: ``True`` logs progress, ``False`` is silent, a callable gets the files done.
         workers: Threads decoding images (``None``: up to 4, one per CPU).
         skipped: Counts files left out of the walk (see :func:`iter_input_files`).
+        tta: Test-time views averaged per image (:mod:`cxrlab.inference.tta`; 1 = off). CAMs
+            are drawn for the unaugmented image.
 
     Yields:
         Dicts with the columns described in this module's docstring.
@@ -190,6 +195,12 @@ def iter_predictions(
             f"{list(RESERVED_COLUMNS)}; rename the classes when training."
         )
     cam = _CamWriter(predictor, Path(cam_dir), inputs) if cam_dir is not None else None
+    from cxrlab.inference.tta import describe_tta, with_tta
+
+    predictor = with_tta(predictor, tta)
+    if tta > 1:
+        logger.info("Test-time augmentation: the mean over %d views (%s)", tta,
+                    "; ".join(describe_tta(tta)))  # fmt: skip
     size = predictor.image_size
     done = n_errors = 0
     skipped = Counter() if skipped is None else skipped
@@ -232,6 +243,7 @@ def predict_files(
     device: Device | str | None = None,
     cam_dir: str | os.PathLike | None = None,
     progress: Progress = True,
+    tta: int = 1,
 ):
     """Predict files and return all rows as a pandas DataFrame (for notebooks and small sets).
 
@@ -246,7 +258,7 @@ def predict_files(
     predictor = load_predictor(model_or_path, device=device)
     rows = list(
         iter_predictions(
-            predictor, paths, batch_size=batch_size, cam_dir=cam_dir, progress=progress
+            predictor, paths, batch_size=batch_size, cam_dir=cam_dir, progress=progress, tta=tta
         )
     )
     return pd.DataFrame(rows, columns=_columns(predictor.classes, cam_dir is not None))
@@ -261,6 +273,7 @@ def predict_to_csv(
     device: Device | str | None = None,
     cam_dir: str | os.PathLike | None = None,
     progress: Progress = True,
+    tta: int = 1,
 ) -> PredictSummary:
     """Predict files and stream the rows into ``out`` (CSV), written atomically at the end.
 
@@ -272,6 +285,7 @@ def predict_to_csv(
         device: ``"cpu"``, ``"cuda"`` or ``None``.
         cam_dir: Folder for Grad-CAM overlays (PyTorch models only); must not lie inside an input.
         progress: See :func:`iter_predictions`.
+        tta: Test-time views averaged per image (1 = off; see :func:`iter_predictions`).
 
     Returns:
         A :class:`PredictSummary`.
@@ -298,6 +312,7 @@ def predict_to_csv(
             cam_dir=cam_dir,
             progress=progress,
             skipped=skipped,
+            tta=tta,
         ):
             writer.writerow(_format(row, predictor.classes))
             n_files += 1
@@ -317,6 +332,7 @@ def predict_to_csv(
         model_name=predictor.model_name,
         backend=predictor.backend,
         cam_dir=Path(cam_dir) if cam_dir is not None else None,
+        tta=tta,
     )
 
 
@@ -391,9 +407,10 @@ class _CamWriter:
 
     def __init__(self, predictor: Predictor, folder: Path, inputs: list[Path]):
         if predictor.backend != "torch":
+            what = "an ensemble" if predictor.backend == "ensemble" else "an ONNX file"
             raise ConfigError(
-                "CAM overlays need the PyTorch model (gradients); pass the run directory or "
-                ".ckpt instead of an ONNX file, or drop --cam."
+                "CAM overlays need one PyTorch model (gradients); pass a run directory or "
+                f".ckpt instead of {what}, or drop --cam."
             )
         try:
             from cxrlab.explain.cam import compute_cams, overlay

@@ -63,7 +63,7 @@ class Predictor(Protocol):
         image_size: Square input side ``S`` in pixels.
         in_chans: Channels the network takes (grayscale input is repeated to fill them).
         model_name: Registry name of the architecture.
-        backend: ``"torch"`` or ``"onnx"``.
+        backend: ``"torch"``, ``"onnx"`` or ``"ensemble"``.
         preprocess: The preprocessing the model was trained with (metadata dict), or None for
             the plain stretch; pass it to :func:`cxrlab.data.images.decode_many`.
     """
@@ -385,7 +385,9 @@ def load_predictor(
 
     Args:
         model_or_path: A :class:`Predictor`, a :class:`~cxrlab.models.CxrClassifier`, a run
-            directory, a ``.ckpt`` file or an ``.onnx`` file. ONNX files never import PyTorch.
+            directory, a ``.ckpt`` file, an ``.onnx`` file, or an ensemble folder
+            (``cxrlab ensemble create``; an :class:`~cxrlab.inference.ensemble.EnsemblePredictor`).
+            ONNX files never import PyTorch.
         device: ``"cpu"``, ``"cuda"`` or ``None`` (PyTorch: CUDA when available; ONNX: CPU).
         threads: ONNX Runtime intra-op threads (ignored for PyTorch).
 
@@ -398,6 +400,12 @@ def load_predictor(
     if hasattr(model_or_path, "meta") and callable(model_or_path):
         return TorchPredictor(model_or_path, device=device)
     path = Path(model_or_path)
+    from cxrlab.rundir import EnsembleDir
+
+    if EnsembleDir.holds_ensemble(path):
+        from cxrlab.inference.ensemble import load_ensemble
+
+        return load_ensemble(path, device=device)
     if path.suffix.lower() == ".onnx":
         return OnnxPredictor(path, device=device, threads=threads)
     return TorchPredictor.from_checkpoint(path, device=device)

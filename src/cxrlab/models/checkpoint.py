@@ -23,7 +23,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
     path = Path(path)
     if path.is_dir():
-        return RunDir(path).checkpoint()
+        return RunDir.open(path).checkpoint()  # an ensemble folder says so
     if not path.is_file():
         raise CheckpointError(
             f"Checkpoint {path} does not exist. Pass a run directory or a .ckpt file."

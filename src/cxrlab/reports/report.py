@@ -321,7 +321,7 @@ def _context(f: Facts, card: list[CardSection], claim: list[ClaimItem], counts, 
     )
     env = f.environment
     return {
-        "title": f"{f.run.path.name}: {t['recipe'].get('model', 'model')} on "
+        "title": f"{f.run.path.name}: {t['recipe'].get('model') or _ensemble_name(f)} on "
         + ", ".join(class_label(c) for c in f.classes),
         "f": f,
         "d": f.data,
@@ -350,6 +350,11 @@ def _context(f: Facts, card: list[CardSection], claim: list[ClaimItem], counts, 
         "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "fmt": _fmt,
     }
+
+
+def _ensemble_name(f: Facts) -> str:
+    """An evaluated ensemble's name (``ensemble(3 x resnet18)``), else ``model``."""
+    return ((f.metrics or {}).get("ensemble") or {}).get("model_name") or "model"
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -176,6 +176,11 @@ def _decode_upload(name: str, data: bytes, size: int, preprocess=None) -> np.nda
 
 
 def _cam_support(predictor) -> tuple[tuple[Any, Any] | None, str]:
+    if predictor.backend == "ensemble":
+        return None, (
+            "CAM unavailable for an ensemble (no single model's map explains the average); "
+            "serve one member's run directory to see its CAM."
+        )
     if predictor.backend != "torch":
         return None, "CAM unavailable: ONNX models have no gradients; serve the run directory."
     try:
