@@ -383,3 +383,30 @@ def test_edited_copies_of_real_images_are_all_flagged(rdb_mini, tmp_path):
         mine = best[[Path(p).name.startswith(f"img{i}-") for p in best.index]]
         assert len(mine) == 5 and (mine["matched_path"] == str(path)).all()
     assert (best["distance"] <= 20).all()
+
+
+def test_external_images_get_the_models_preprocessing(trained, tmp_path):
+    """A model trained with an enhancement is scored on external images under that enhancement."""
+    import dataclasses
+
+    from cxrlab.config import PreprocessConfig
+    from cxrlab.data.images import decode_many
+    from cxrlab.data.preprocess import to_metadata
+    from cxrlab.inference.predictor import TorchPredictor
+    from cxrlab.models import load_classifier, save_classifier
+
+    run, tmp = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy, ignore=shutil.ignore_patterns("external"))
+    model, _ = load_classifier(run.checkpoint())
+    pre = to_metadata(PreprocessConfig(method="complement"))
+    model.meta = dataclasses.replace(model.meta, preprocess=pre)
+    save_classifier(model, RunDir(copy).checkpoint())
+    ext = synthesize(tmp_path / "ext", per_class=2, size=64, seed=11)
+    result = evaluate_external(copy, ext, name="pre", n_boot=20, make_figures=False)
+    pred = pd.read_csv(result.out.path / "predictions.csv", keep_default_na=False)
+    predictor = TorchPredictor(model, device="cpu")
+    for preprocess, same in ((pre, True), (None, False)):
+        decoded = decode_many(pred["path"].tolist(), 32, preprocess=preprocess)
+        probs, _ = predictor.predict_images(decoded.images)
+        assert np.allclose(probs, pred[CLASSES].to_numpy(), atol=1e-6) is same
