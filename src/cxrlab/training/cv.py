@@ -78,6 +78,7 @@ class CellOutcome:
         train_wall: Seconds of :func:`~cxrlab.training.train` (scan, cache, model, fit).
         fit_seconds: Seconds of the fit alone (``train_summary.json``), also when reused.
         eval_seconds: Seconds of :func:`~cxrlab.evaluation.evaluate.evaluate_run`.
+        used_prepared: Training used the ``prepared`` split it was handed instead of scanning.
     """
 
     run_dir: Path
@@ -87,6 +88,7 @@ class CellOutcome:
     train_wall: float = 0.0
     fit_seconds: float | None = None
     eval_seconds: float = 0.0
+    used_prepared: bool = False
 
 
 def run_cell(
@@ -98,6 +100,7 @@ def run_cell(
     progress=None,
     make_figures: bool = True,
     position: str = "",
+    prepared=None,
 ) -> CellOutcome:
     """Train (or resume) and evaluate one run directory, or reuse it when it is finished.
 
@@ -114,6 +117,8 @@ def run_cell(
         progress: Passed to :func:`cxrlab.training.train`.
         make_figures: Draw the run's figures.
         position: Prefix of the log lines (e.g. ``"[3/8] "``).
+        prepared: :func:`~cxrlab.data.prepare.prepare_split`'s result for ``config``, computed
+            by the caller a moment ago (a study's plan); used when training starts afresh.
     """
     import time
 
@@ -133,10 +138,15 @@ def run_cell(
         logger.info(
             "%straining %s (seed %d)%s", position, run_dir, cfg.seed, " (resuming)" * resume
         )
+        handed = prepared if not resume else None
         start = time.perf_counter()
-        train(cfg, progress=progress)
+        if handed is not None:
+            train(cfg, progress=progress, prepared=handed)
+        else:
+            train(cfg, progress=progress)
         outcome.train_wall = time.perf_counter() - start
         outcome.trained, outcome.resumed = True, resume
+        outcome.used_prepared = handed is not None
     start = time.perf_counter()
     evaluate_run(run_dir, n_boot=n_boot, seed=eval_seed, device=device, make_figures=make_figures)
     outcome.eval_seconds = time.perf_counter() - start
