@@ -32,9 +32,11 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
     changed), ``position`` and ``id``; optionally ``prepared`` (the plan's scan and split of this
     very cell, handed over in-process so the cell does not scan again) with ``prepared_seconds``
     (what that scan took, recorded as ``plan_scan_seconds``: the cell's own work, done earlier).
-    Under SLURM with several tasks per cell (DDP), every rank
-    trains and rank 0 alone evaluates and writes the status.
+    Under SLURM with several tasks per cell (DDP), every rank trains and rank 0 alone evaluates
+    and writes the status. The status's ``wall`` starts before the training and evaluation code
+    is imported: the first cell of a process pays those imports, as ``cxrlab train`` would.
     """
+    start = time.perf_counter()
     from cxrlab.config import TrainConfig
     from cxrlab.io import write_json
     from cxrlab.rundir import RunDir
@@ -47,7 +49,6 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
     )
     config = TrainConfig(**spec["config"])
     status_path = Path(spec["status"])
-    start = time.perf_counter()
     base = {"id": spec["id"], "host": socket.gethostname(), "pid": os.getpid()}
     if rank == 0:
         write_json(status_path, {**base, "state": "running", "started": time.time()})

@@ -319,7 +319,8 @@ def write_report(study_dir: str | os.PathLike, *, n_boot: int | None = None) -> 
 def _markdown(study, out: Path, files: dict[str, Path], missing) -> str:
     parts = [f"# Study {study.name}\n", f"Dataset: `{study.data}`; baseline: "
              f"`{study.baseline_label}`; models: {', '.join(study.labels())}; seeds "
-             f"{study.seeds}; {study.folds or 1} fold(s).\n"]  # fmt: skip
+             f"{study.seeds}; {study.folds or 1} fold(s). The same as one page: "
+             f"[{STUDY_PAGE}]({STUDY_PAGE}).\n"]  # fmt: skip
     for key, title in (("models_md", "Models"), ("comparison_md", "Against the baseline"),
                        ("external_md", "External test sets"), ("probes_md", "Shortcut probes"),
                        ("cells_md", "Cells")):  # fmt: skip

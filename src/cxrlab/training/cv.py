@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from cxrlab.errors import ConfigError
-from cxrlab.evaluation.cv_summary import cv_run_name, summarize_cv, write_cv_summary
 from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -191,6 +190,10 @@ def run_cv(
     Returns:
         A :class:`CVResult`; ``cv_summary.{json,md,tex}`` are written into ``config.out``.
     """
+    # Imported here: the evaluation stack takes ~1 s to import, and a study's planner reads
+    # cell states through this module (``_finished``) before any cell needs it.
+    from cxrlab.evaluation.cv_summary import cv_run_name, summarize_cv, write_cv_summary
+
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}.")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
