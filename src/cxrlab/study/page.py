@@ -96,6 +96,11 @@ def write_study_page(
         "cells": cells,
         "n_cells": len(plan.cells),
         "n_finished": counts.get("finished", 0),
+        "unfinished_models": [
+            lab
+            for lab in study.labels()
+            if not any(c.label == lab and c.state == "finished" for c in plan.cells)
+        ],  # fmt: skip
         "external_states": [
             {"label": lab, "set": name, "state": state} for lab, name, state in plan.external
         ],  # fmt: skip
