@@ -120,6 +120,85 @@ def test_study_runs_every_cell_and_reports(finished_study):
     assert saved["state"] == "finished" and len(saved["cells"]) == 4
 
 
+def test_study_page_names_every_model_and_is_self_contained(finished_study):
+    """study.html: the run report's template and CSS, every model, figures inline, no network."""
+    from html.parser import HTMLParser
+
+    from cxrlab.study.page import SECTIONS
+
+    _, study, out, _ = finished_study
+    report = write_report(out)
+    page = report.files["html"]
+    assert page == out / "report" / "study.html"
+    html = page.read_text()
+    for anchor, _ in SECTIONS:
+        assert f'id="{anchor}"' in html
+    models = html.split('id="models"')[1].split("</section>")[0]
+    baseline = html.split('id="baseline"')[1].split("</section>")[0]
+    for label in study.labels():
+        assert f"<td>{label}</td>" in models
+    assert "<td>seed-cnn</td>" in baseline and "small-cnn" in baseline
+    assert "McNemar" in baseline and baseline.count("<svg") == 1  # the forest plot
+    assert html.split('id="roc"')[1].split("</section>")[0].count("<svg") == 1
+    assert "Every cell finished; none missing." in html
+    assert "table.t {" in html  # report.css, shared with the run report
+    assert "No external test set" in html and "not run (`cxrlab probe RUN`" in html
+
+    class Attributes(HTMLParser):
+        loads: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            self.loads.extend(v or "" for k, v in attrs if k in ("src", "href", "xlink:href"))
+
+    parser = Attributes()
+    parser.feed(html)
+    # In-page anchors, and relative links to the cells' run directories (inside the study).
+    links = [v for v in parser.loads if not v.startswith("#")]
+    assert links and all(v.startswith("../runs/") for v in links), links
+    for v in links:
+        assert (page.parent / v).resolve().is_dir()
+    assert "<script" not in html and "<link" not in html
+
+
+def test_first_cell_trains_on_the_plans_scan_and_calibration_is_reused(
+    tmp_path, synth_dataset, monkeypatch
+):
+    """The plan's scan is not thrown away: the first cell trains on it (no second scan), and
+    its split is the one a scan of its own would give; a rerun reuses the saved calibration."""
+    import pandas as pd
+
+    import cxrlab.study.planner as planner
+    from cxrlab.data.prepare import prepare_split
+
+    study = _study(tmp_path, synth_dataset, models=["small-cnn"])
+    out = tmp_path / "out"
+    result = run_study(study, out, calibrate=True)
+    handed = {k: s["plan_scan_seconds"] for k, s in result.statuses.items()}
+    assert handed["small-cnn__fold0-seed0"] > 0 and handed["small-cnn__fold1-seed0"] == 0
+    cell = result.plan.cells[0]
+    own = prepare_split(cell.config.data, cell.config.split, seed=cell.config.seed,
+                        cache_dir=cell.config.cache_dir).manifest  # fmt: skip
+    saved = RunDir(cell.run_dir).read_split()
+    pd.testing.assert_series_equal(
+        saved.set_index("path")["split"].sort_index(), own.set_index("path")["split"].sort_index()
+    )
+    calibration = json.loads((out / "study.json").read_text())["calibration"]
+    assert calibration["small-cnn"]["seconds_per_image"] > 0
+    # Rerun of a study with no finished cell: the calibration comes from study.json.
+    for c in result.plan.cells:
+        (out / "cells" / f"{c.id}.json").unlink()
+        RunDir(c.run_dir).metrics.unlink()
+    calls = []
+    monkeypatch.setattr(planner, "calibrate_cell", lambda *a, **k: calls.append(a) or 1.0)
+    again = run_study(study, out, calibrate=True, dry_run=True)
+    assert calls == [] and again.plan.seconds_per_image == {
+        "small-cnn": calibration["small-cnn"]["seconds_per_image"]}  # fmt: skip
+    # Another image size is another set-up: calibrated afresh.
+    bigger = study.model_copy(update={"train": {**TINY, "image_size": 48}})
+    run_study(bigger, out, calibrate=True, dry_run=True)
+    assert len(calls) == 1
+
+
 def test_rerun_skips_finished_and_edits_add_or_drop_cells(finished_study, monkeypatch):
     root, study, out, _ = finished_study
     trained = []
@@ -127,7 +206,8 @@ def test_rerun_skips_finished_and_edits_add_or_drop_cells(finished_study, monkey
 
     real = cxrlab.training.train
     monkeypatch.setattr(
-        "cxrlab.training.train", lambda cfg, progress=None: trained.append(cfg.out) or real(cfg)
+        "cxrlab.training.train",
+        lambda cfg, progress=None, **kw: trained.append(cfg.out) or real(cfg, **kw),
     )
     again = run_study(study, out, calibrate=False)
     assert again.statuses == {} and trained == []
@@ -148,10 +228,10 @@ def test_failed_cell_is_recorded_and_the_others_go_on(tmp_path, synth_dataset, m
 
     real = cxrlab.training.train
 
-    def flaky(cfg, progress=None):
+    def flaky(cfg, progress=None, **kw):
         if cfg.model == "seed-cnn" and cfg.split.fold == 1:
             raise RuntimeError("simulated out-of-memory")
-        return real(cfg)
+        return real(cfg, **kw)
 
     monkeypatch.setattr("cxrlab.training.train", flaky)
     study = _study(tmp_path, synth_dataset)
@@ -165,6 +245,11 @@ def test_failed_cell_is_recorded_and_the_others_go_on(tmp_path, synth_dataset, m
     assert [m["id"] for m in report.missing] == ["seed-cnn__fold1-seed0"]
     assert report.comparisons[0]["n_cells"] == 1
     assert "seed-cnn__fold1-seed0 (failed)" in report.files["md"].read_text()
+    page = report.files["html"].read_text()
+    listed = page.split('id="cells"')[1].split("<details>")[0]
+    assert "1 of 4 cell(s) missing" in listed
+    assert "seed-cnn__fold1-seed0</code> (failed): RuntimeError: simulated out-of-memory" in listed
+    assert "small-cnn__fold0-seed0" not in listed  # finished cells are not called missing
     plan = make_plan(study, out)
     assert [c.state for c in plan.cells].count("failed") == 1  # retried next time
 
@@ -201,6 +286,34 @@ def test_slurm_launcher_through_submitit_local_executor(tmp_path, synth_dataset)
     assert os.getpid() not in {s["pid"] for s in result.statuses.values()}
     again = run_study(study, out, launcher=launcher, calibrate=False)
     assert again.statuses == {}  # resubmitting skips finished cells
+
+
+def test_cli_jobs_2_runs_two_cells_at_once_and_a_rerun_skips_both(tmp_path, synth_dataset):
+    """``--jobs 2`` through the CLI: two worker processes, ordinary run dirs, rerun skips."""
+    good = _write(tmp_path, name="jobs", data=str(synth_dataset), models=["small-cnn"],
+                  seeds=[0, 1], train=TINY, n_boot=20)  # fmt: skip
+    out = tmp_path / "out"
+    res = _cli("run", str(good), "--out", str(out), "--jobs", "2", "--no-calibrate",
+               "--no-report")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Ran 2 cell(s)" in res.stdout and "(0 failed" in res.stdout
+    statuses = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    assert [s["state"] for s in statuses] == ["finished", "finished"]
+    pids = {s["pid"] for s in statuses}
+    assert len(pids) == 2  # one worker process per cell
+    for seed in (0, 1):
+        run = RunDir(out / "runs" / "small-cnn" / f"seed{seed}")
+        assert run.is_finished() and run.metrics.is_file() and run.find_checkpoint() is not None
+        assert run.read_split()["split"].nunique() == 3
+    saved = json.loads((out / "study.json").read_text())
+    assert saved["state"] == "finished"
+    assert saved["last_run"]["launcher"] == "LocalLauncher"
+    again = _cli("run", str(good), "--out", str(out), "--jobs", "2", "--no-calibrate",
+                 "--no-report")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 finished; 0 to run" in again.stdout and "Ran 0 cell(s)" in again.stdout
+    assert [json.loads(p.read_text())["pid"] for p in sorted((out / "cells").glob("*.json"))] == [
+        s["pid"] for s in statuses]  # fmt: skip
 
 
 def test_local_launcher_rejects_bad_jobs():

@@ -93,7 +93,7 @@ def report_cmd(
     study_dir: Path = typer.Argument(..., help="A study folder written by `cxrlab study run`."),
     n_boot: int | None = typer.Option(None, "--n-boot", min=1, help="Bootstrap resamples."),
 ) -> None:
-    """Write the study's results section: tables (Markdown, LaTeX) and figures."""
+    """Write the study's results section: tables (Markdown, LaTeX), figures, study.html."""
     _report(study_dir, n_boot=n_boot)
 
 

@@ -29,9 +29,14 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
 
     ``spec``: ``config`` (TrainConfig as JSON), ``status`` (the status file), ``recipe``,
     ``n_boot``, ``eval_seed``, ``figures``, ``fresh`` (remove the old run first: its options
-    changed), ``position`` and ``id``. Under SLURM with several tasks per cell (DDP), every rank
-    trains and rank 0 alone evaluates and writes the status.
+    changed), ``position`` and ``id``; optionally ``prepared`` (the plan's scan and split of this
+    very cell, handed over in-process so the cell does not scan again) with ``prepared_seconds``
+    (what that scan took, recorded as ``plan_scan_seconds``: the cell's own work, done earlier).
+    Under SLURM with several tasks per cell (DDP), every rank trains and rank 0 alone evaluates
+    and writes the status. The status's ``wall`` starts before the training and evaluation code
+    is imported: the first cell of a process pays those imports, as ``cxrlab train`` would.
     """
+    start = time.perf_counter()
     from cxrlab.config import TrainConfig
     from cxrlab.io import write_json
     from cxrlab.rundir import RunDir
@@ -44,7 +49,6 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
     )
     config = TrainConfig(**spec["config"])
     status_path = Path(spec["status"])
-    start = time.perf_counter()
     base = {"id": spec["id"], "host": socket.gethostname(), "pid": os.getpid()}
     if rank == 0:
         write_json(status_path, {**base, "state": "running", "started": time.time()})
@@ -54,7 +58,9 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
         outcome = run_cell(
             config, n_boot=spec["n_boot"], eval_seed=spec["eval_seed"],
             make_figures=spec["figures"], position=spec.get("position", ""),
+            prepared=spec.get("prepared"),
         )  # fmt: skip
+        handed = float(spec.get("prepared_seconds", 0.0)) if outcome.used_prepared else 0.0
         status = {
             **base,
             "state": "finished",
@@ -64,6 +70,7 @@ def run_cell_job(spec: dict[str, Any]) -> dict[str, Any]:
             "train_wall": outcome.train_wall,
             "fit_seconds": outcome.fit_seconds,
             "eval_seconds": outcome.eval_seconds,
+            "plan_scan_seconds": handed,
         }
     except Exception as exc:  # recorded; the other cells go on
         logger.error("Cell %s failed: %s", spec["id"], exc)

@@ -28,6 +28,8 @@ STUDY_FILE = "study.json"
 CELLS_DIR = "cells"
 RUNS_DIR = "runs"
 REPORT_DIR = "report"
+#: The study page inside REPORT_DIR (``cxrlab study report``).
+STUDY_PAGE = "study.html"
 SLURM_DIR = "slurm"
 #: TrainConfig fields that do not change what a cell computes.
 _NEUTRAL_FIELDS = ("out", "resume", "overwrite", "progress", "decode_workers", "cache_dir")
@@ -84,8 +86,14 @@ class Plan:
         n_images: Images of the dataset (after undecodable ones are left out).
         n_split: Images per split of the first fold (train, val, test).
         seconds_per_image: Calibrated training seconds per image per model label.
+        calibration_keys: :func:`calibration_key` of each label calibrated by timing steps (or
+            reused from study.json), saved so that a rerun reuses the calibration.
         scan_seconds: How long the plan's scan took.
-        calibration_seconds: How long the calibration took (model imports included).
+        calibration_seconds: How long the calibration took.
+        prepared: The plan's scan and split (:class:`~cxrlab.data.prepare.PreparedSplit`), of
+            the first cell to run (``prepared_cell``), which trains on it when it runs in this
+            process instead of scanning again.
+        prepared_cell: Id of that cell.
     """
 
     study: StudyConfig
@@ -96,8 +104,11 @@ class Plan:
     n_images: int = 0
     n_split: dict[str, int] = field(default_factory=dict)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
+    calibration_keys: dict[str, str] = field(default_factory=dict)
     scan_seconds: float = 0.0
     calibration_seconds: float = 0.0
+    prepared: Any = None
+    prepared_cell: str | None = None
 
     def to_run(self) -> list[Cell]:
         return [c for c in self.cells if c.state != "finished"]
@@ -155,6 +166,11 @@ class Plan:
             "removed": [str(p) for p in self.removed],
             "n_images": self.n_images,
             "n_split": self.n_split,
+            "calibration": {
+                label: {"seconds_per_image": float(rate), "key": self.calibration_keys[label]}
+                for label, rate in self.seconds_per_image.items()
+                if label in self.calibration_keys
+            },
         }
 
 
@@ -223,30 +239,55 @@ def make_plan(study: StudyConfig, out: Path) -> Plan:
 
 
 def survey(plan: Plan, *, calibrate: bool = True, device: str | None = None) -> Plan:
-    """Fill in the dataset's size (one scan, which warms the scan cache) and the calibration."""
+    """Fill in the dataset's size and the calibration.
+
+    The size comes from one scan and split with the options of the first cell to run: the very
+    :func:`~cxrlab.data.prepare.prepare_split` call that cell's training makes, so it warms the
+    scan cache for every cell and is kept (``plan.prepared``) for that cell to train on.
+    """
     from cxrlab.data.prepare import prepare_split
 
-    first = plan.cells[0].config
+    cell = (plan.to_run() or plan.cells)[0]
+    first = cell.config
     start = time.perf_counter()
     prepared = prepare_split(
         first.data, first.split, seed=first.seed, strict=first.strict,
         limit_per_class=first.limit_per_class, cache_dir=first.cache_dir,
     )  # fmt: skip
     plan.scan_seconds = time.perf_counter() - start
+    plan.prepared, plan.prepared_cell = prepared, cell.id
     plan.n_images = len(prepared.manifest)
     plan.n_split = {
         k: int((prepared.manifest["split"] == k).sum()) for k in ("train", "val", "test")
     }
     start = time.perf_counter()
     if calibrate and plan.to_run():
-        # A finished cell's own fit time is the best calibration; otherwise time a few steps.
+        # A finished cell's own fit time is the best calibration; then the last run's
+        # calibration of the same set-up (study.json); otherwise time a few steps.
         seen = _measured_rates(plan)
+        saved = read_status(plan.out / STUDY_FILE).get("calibration") or {}
         for cell in plan.to_run():
-            if cell.label not in seen:
+            if cell.label in seen:
+                continue
+            key = calibration_key(cell.config, device)
+            entry = saved.get(cell.label) or {}
+            if entry.get("key") == key and isinstance(entry.get("seconds_per_image"), float):
+                seen[cell.label] = entry["seconds_per_image"]
+            else:
                 seen[cell.label] = calibrate_cell(cell.config, prepared.classes, device=device)
+            plan.calibration_keys[cell.label] = key
         plan.seconds_per_image = seen
     plan.calibration_seconds = time.perf_counter() - start
     return plan
+
+
+def calibration_key(config: TrainConfig, device: str | None = None) -> str:
+    """What a calibration depends on: the options that change the cost of a training step."""
+    values = config.model_dump(
+        mode="json", exclude={*_NEUTRAL_FIELDS, "seed", "split", "epochs", "data"}
+    )
+    values["device"] = device or _calibration_device(config)
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _measured_rates(plan: Plan) -> dict[str, float]:
@@ -267,7 +308,10 @@ def calibrate_cell(
 
     One warm-up step, then ``steps`` timed forward/backward/update steps of ``batch`` images (at
     most the recipe's batch) at the recipe's image size, on the device training would use. Small
-    batches run slower per image than the recipe's, so the estimate errs long.
+    batches run slower per image than the recipe's, so the estimate errs long. The update is a
+    plain gradient step written out, not a ``torch.optim`` optimizer: creating the first one
+    imports torch's compiler stack (about 2 s on a CPU), a cost of the first cell's training
+    that the calibration would otherwise take over.
     """
     import torch
 
@@ -275,21 +319,23 @@ def calibrate_cell(
     from cxrlab.training.recipes import resolve_recipe
 
     recipe = resolve_recipe(config)
-    if device is None:
-        wants_gpu = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        device = "cuda" if wants_gpu else "cpu"
+    device = device or _calibration_device(config)
     model = create_classifier(config.model, classes, image_size=recipe.image_size).to(device)
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    params = [p for p in model.parameters() if p.requires_grad]
     batch = min(recipe.batch_size, batch)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 1, recipe.image_size, recipe.image_size, generator=gen).to(device)
     y = torch.randint(0, len(classes), (batch,), generator=gen).to(device)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
         torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
+        with torch.no_grad():
+            for p in params:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-1e-3)
 
     step()
     if device.startswith("cuda"):
@@ -300,6 +346,13 @@ def calibrate_cell(
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / (steps * batch)
+
+
+def _calibration_device(config: TrainConfig) -> str:
+    import torch
+
+    wants_gpu = config.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return "cuda" if wants_gpu else "cpu"
 
 
 def describe(plan: Plan) -> list[str]:

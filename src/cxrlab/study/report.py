@@ -13,8 +13,9 @@ macro-F1 and macro-AUC differences; McNemar and DeLong p-values are Holm-adjuste
 models compared. The mean and SD of the per-cell differences are given beside them.
 
 Everything goes to ``<study>/report/``: Markdown and LaTeX tables (``\\input``-ready), figures
-(ROC overlays per class, forest plot) and ``report.json``; ``report.md`` strings them together.
-No HTML page here (the report issue's templates are wired at merge).
+(ROC overlays per class, forest plot) and ``report.json``; ``report.md`` strings them together,
+and ``study.html`` (:mod:`cxrlab.study.page`) shows the same tables and figures as one
+self-contained page built with the run report's templates.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from cxrlab.evaluation.runs import load_predictions
 from cxrlab.io import write_json, write_text
 from cxrlab.reports import tables
 from cxrlab.rundir import RunDir
-from cxrlab.study.planner import REPORT_DIR, STUDY_FILE, make_plan, read_status
+from cxrlab.study.planner import REPORT_DIR, STUDY_FILE, STUDY_PAGE, make_plan, read_status
 from cxrlab.study.schema import StudyConfig
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,10 @@ class StudyReport:
 
     def summary_text(self) -> str:
         n = sum(s["n_runs"] for s in self.summaries.values())
-        lines = [f"Report of {n} finished cell(s) in {self.out}: {self.files['md']}"]
+        lines = [
+            f"Report of {n} finished cell(s) in {self.out}: {self.files['md']}, "
+            f"{self.files['html']}"
+        ]
         if self.missing:
             lines.append(f"  {len(self.missing)} cell(s) missing: " + ", ".join(
                 f"{m['id']} ({m['state']})" for m in self.missing[:6]))  # fmt: skip
@@ -207,8 +211,9 @@ def _probe_rows(plan) -> pd.DataFrame:
 
 def write_report(study_dir: str | os.PathLike, *, n_boot: int | None = None) -> StudyReport:
     """Write the study's tables, figures and report.json into ``<study_dir>/report``."""
-    from cxrlab.reports.figures import save_figure
+    from cxrlab.reports.figures import figure_svg, save_figure
     from cxrlab.reports.study_figures import plot_forest, plot_roc_overlays
+    from cxrlab.study.page import PageTable, write_study_page
 
     study_dir = Path(study_dir)
     study = _load_study(study_dir)
@@ -243,6 +248,7 @@ def write_report(study_dir: str | os.PathLike, *, n_boot: int | None = None) -> 
                           strict=True):  # fmt: skip
             getter(c)["p_value_holm"] = adj
     files: dict[str, Path] = {}
+    page: dict[str, PageTable] = {}
     b = next(iter(summaries.values()))["pooled"]["bootstrap"]
     grid = f"{len(study.seeds)} seed(s) x {study.folds or 1} fold(s)"
     note_models = (
@@ -251,6 +257,7 @@ def write_report(study_dir: str | os.PathLike, *, n_boot: int | None = None) -> 
         f"{b['seed']})."
     )
     t_models = models_table(summaries, totals)
+    page["models"] = PageTable(t_models, f"Models of the study {study.name}.", note_models)
     files.update({f"models_{k}": v for k, v in tables.write_table(
         out / "models", t_models, caption=f"Models of the study {study.name}.",
         label="tab:study-models", note=note_models).items()})  # fmt: skip
@@ -263,15 +270,19 @@ def write_report(study_dir: str | os.PathLike, *, n_boot: int | None = None) -> 
         "differences."
     )
     if len(t_comp):
+        page["comparison"] = PageTable(t_comp, f"Models against the baseline {base}.", note_comp)
         files.update({f"comparison_{k}": v for k, v in tables.write_table(
             out / "comparison", t_comp, caption=f"Models against the baseline {base}.",
             label="tab:study-baseline", note=note_comp).items()})  # fmt: skip
     ext = _external_rows(plan)
     if len(ext):
+        page["external"] = PageTable(ext, "External test sets.", "External validation per model.")
         files.update({f"external_{k}": v for k, v in tables.write_table(
             out / "external", ext, caption="External test sets.", label="tab:study-external",
             note="External validation per model.").items()})  # fmt: skip
     probes = _probe_rows(plan)
+    page["probes"] = PageTable(probes, "Shortcut probes.",
+                               "Verdicts of probe.json in each finished cell.")  # fmt: skip
     files.update({f"probes_{k}": v for k, v in tables.write_table(
         out / "probes", probes, caption="Shortcut probes.", label="tab:study-probes",
         note="Verdicts of probe.json in each finished cell.").items()})  # fmt: skip
@@ -287,24 +298,29 @@ def write_report(study_dir: str | os.PathLike, *, n_boot: int | None = None) -> 
          curves.items()}, labels=classes,
         title="ROC per class, seed-averaged out-of-fold predictions")  # fmt: skip
     files["roc_png"], files["roc_pdf"] = save_figure(roc, out / "figures" / "roc_overlay")
+    svgs = {"roc": figure_svg(roc)}
     forest_rows = [{"model": c["model"], "metric": m, **e} for c in comparisons
                    if "difference" in c for m, e in c["difference"].items()]  # fmt: skip
     if forest_rows:
         fig = plot_forest(forest_rows, baseline=base)
         files["forest_png"], files["forest_pdf"] = save_figure(fig, out / "figures" / "forest")
+        svgs["forest"] = figure_svg(fig)
     files["json"] = write_json(out / "report.json", {
         "study": study.name, "baseline": base, "n_boot": n_boot, "models": summaries,
         "comparisons": comparisons, "missing": missing,
         "external": [{"model": lab, "set": n, "state": s} for lab, n, s in plan.external],
     })  # fmt: skip
     files["md"] = write_text(out / "report.md", _markdown(study, out, files, missing))
+    files["html"] = write_study_page(out / STUDY_PAGE, study=study, plan=plan, tables=page,
+                                     svgs=svgs, missing=missing, n_boot=n_boot)  # fmt: skip
     return StudyReport(out, summaries, comparisons, missing, files)
 
 
 def _markdown(study, out: Path, files: dict[str, Path], missing) -> str:
     parts = [f"# Study {study.name}\n", f"Dataset: `{study.data}`; baseline: "
              f"`{study.baseline_label}`; models: {', '.join(study.labels())}; seeds "
-             f"{study.seeds}; {study.folds or 1} fold(s).\n"]  # fmt: skip
+             f"{study.seeds}; {study.folds or 1} fold(s). The same as one page: "
+             f"[{STUDY_PAGE}]({STUDY_PAGE}).\n"]  # fmt: skip
     for key, title in (("models_md", "Models"), ("comparison_md", "Against the baseline"),
                        ("external_md", "External test sets"), ("probes_md", "Shortcut probes"),
                        ("cells_md", "Cells")):  # fmt: skip

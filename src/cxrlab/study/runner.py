@@ -85,8 +85,12 @@ def check_out(study: StudyConfig, out: Path) -> None:
         )
 
 
-def _spec(plan: Plan, cell, position: str) -> dict[str, Any]:
+def _spec(plan: Plan, cell, position: str, *, handover: bool) -> dict[str, Any]:
     s = plan.study
+    extra = {}
+    if handover and cell.id == plan.prepared_cell and plan.prepared is not None:
+        # The plan's scan and split are this cell's own: it trains on them, not on a rescan.
+        extra = {"prepared": plan.prepared, "prepared_seconds": plan.scan_seconds}
     return {
         "id": cell.id,
         "config": cell.config.model_dump(mode="json"),
@@ -97,6 +101,7 @@ def _spec(plan: Plan, cell, position: str) -> dict[str, Any]:
         "figures": s.figures,
         "fresh": cell.state == "changed",
         "position": position,
+        **extra,
     }
 
 
@@ -172,8 +177,13 @@ def run_study(
     (out / CELLS_DIR).mkdir(parents=True, exist_ok=True)
     write_study_file(plan, state="running")
     todo = plan.to_run()
-    specs = [_spec(plan, c, f"[{i + 1}/{len(todo)}] ") for i, c in enumerate(todo)]
     launcher = launcher or LocalLauncher()
+    # Only a cell that starts in this process right away gets the plan's scan: a worker or a
+    # SLURM task (maybe hours later) scans for itself, from the warm scan cache.
+    handover = isinstance(launcher, LocalLauncher) and launcher.jobs == 1
+    specs = [_spec(plan, c, f"[{i + 1}/{len(todo)}] ", handover=handover)
+             for i, c in enumerate(todo)]  # fmt: skip
+    plan.prepared = None  # the cell holds it now; nothing else needs the manifest
     if hasattr(launcher, "folder") and launcher.folder is None:
         launcher.folder = out / SLURM_DIR
     statuses = {}
@@ -187,6 +197,8 @@ def run_study(
     # Refresh the states from disk (a SLURM array without --wait is still running).
     refreshed = make_plan(study, out)
     refreshed.n_images, refreshed.n_split = plan.n_images, plan.n_split
+    refreshed.seconds_per_image = plan.seconds_per_image
+    refreshed.calibration_keys = plan.calibration_keys
     externals = []
     for label, name, state in refreshed.external:
         for cell in refreshed.cells:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from cxrlab.errors import ConfigError
-from cxrlab.evaluation.cv_summary import cv_run_name, summarize_cv, write_cv_summary
 from cxrlab.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -78,6 +77,7 @@ class CellOutcome:
         train_wall: Seconds of :func:`~cxrlab.training.train` (scan, cache, model, fit).
         fit_seconds: Seconds of the fit alone (``train_summary.json``), also when reused.
         eval_seconds: Seconds of :func:`~cxrlab.evaluation.evaluate.evaluate_run`.
+        used_prepared: Training used the ``prepared`` split it was handed instead of scanning.
     """
 
     run_dir: Path
@@ -87,6 +87,7 @@ class CellOutcome:
     train_wall: float = 0.0
     fit_seconds: float | None = None
     eval_seconds: float = 0.0
+    used_prepared: bool = False
 
 
 def run_cell(
@@ -98,6 +99,7 @@ def run_cell(
     progress=None,
     make_figures: bool = True,
     position: str = "",
+    prepared=None,
 ) -> CellOutcome:
     """Train (or resume) and evaluate one run directory, or reuse it when it is finished.
 
@@ -114,6 +116,8 @@ def run_cell(
         progress: Passed to :func:`cxrlab.training.train`.
         make_figures: Draw the run's figures.
         position: Prefix of the log lines (e.g. ``"[3/8] "``).
+        prepared: :func:`~cxrlab.data.prepare.prepare_split`'s result for ``config``, computed
+            by the caller a moment ago (a study's plan); used when training starts afresh.
     """
     import time
 
@@ -133,10 +137,15 @@ def run_cell(
         logger.info(
             "%straining %s (seed %d)%s", position, run_dir, cfg.seed, " (resuming)" * resume
         )
+        handed = prepared if not resume else None
         start = time.perf_counter()
-        train(cfg, progress=progress)
+        if handed is not None:
+            train(cfg, progress=progress, prepared=handed)
+        else:
+            train(cfg, progress=progress)
         outcome.train_wall = time.perf_counter() - start
         outcome.trained, outcome.resumed = True, resume
+        outcome.used_prepared = handed is not None
     start = time.perf_counter()
     evaluate_run(run_dir, n_boot=n_boot, seed=eval_seed, device=device, make_figures=make_figures)
     outcome.eval_seconds = time.perf_counter() - start
@@ -181,6 +190,10 @@ def run_cv(
     Returns:
         A :class:`CVResult`; ``cv_summary.{json,md,tex}`` are written into ``config.out``.
     """
+    # Imported here: the evaluation stack takes ~1 s to import, and a study's planner reads
+    # cell states through this module (``_finished``) before any cell needs it.
+    from cxrlab.evaluation.cv_summary import cv_run_name, summarize_cv, write_cv_summary
+
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, got {folds}.")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]

@@ -19,6 +19,7 @@ import torch
 from cxrlab.config import TrainConfig, save_config
 from cxrlab.data.cache import ImageCache, ProgressFn, build_cache
 from cxrlab.data.classes import order_classes
+from cxrlab.data.prepare import PreparedSplit
 from cxrlab.errors import ConfigError, DataError, RunDirError
 from cxrlab.io import refuse_inside, write_json
 from cxrlab.rundir import RunDir
@@ -110,7 +111,10 @@ def _cleaned_up_on_early_failure(run: RunDir, enabled: bool) -> Iterator[None]:
 
 
 def prepare_data(
-    config: TrainConfig, image_size: int, progress: ProgressFn | None = None
+    config: TrainConfig,
+    image_size: int,
+    progress: ProgressFn | None = None,
+    prepared: PreparedSplit | None = None,
 ) -> PreparedData:
     """Split the dataset and decode the split's images into the cache.
 
@@ -119,16 +123,26 @@ def prepare_data(
     (``config.split.seed``, or the training seed). Images the scan cannot decode are left out
     before splitting and listed in the run's ``skipped.csv`` (a DataError with ``--strict``), so
     ``cxrlab data split`` with the same options gives the same manifest.
+
+    ``prepared``: that same :func:`~cxrlab.data.prepare.prepare_split` result computed a moment
+    ago by the caller with this config's data, split, seed, strict, limit_per_class and cache_dir
+    (a study's plan hands its scan to the first cell this way); it is used instead of scanning
+    again (not with ``--resume``, where the run's own split.csv wins).
     """
     from lightning.pytorch.utilities import rank_zero_only
 
-    from cxrlab.data.prepare import prepare_split
+    from cxrlab.data.prepare import prepare_split, report_skipped
 
     run = RunDir(config.out)
     skipped_csv = run.skipped if rank_zero_only.rank == 0 else None
     if config.resume and run.has_split():
         split = run.read_split()
         classes = run.read_classes() or order_classes(split["label"].unique())
+    elif prepared is not None:
+        if skipped_csv is not None:
+            report_skipped(prepared.skipped, strict=config.strict, csv=skipped_csv,
+                           where=str(config.data))  # fmt: skip
+        split, classes = prepared.manifest.reset_index(drop=True), list(prepared.classes)
     else:
         prepared = prepare_split(
             config.data,
@@ -221,6 +235,7 @@ def train(
     *,
     progress: ProgressFn | None = None,
     callbacks: list | None = None,
+    prepared: PreparedSplit | None = None,
 ) -> TrainResult:
     """Train one model and return where its run directory is.
 
@@ -232,6 +247,7 @@ def train(
         config: The run's options.
         progress: ``progress(done, total)`` while images are decoded into the cache.
         callbacks: Extra Lightning callbacks (e.g. for custom logging).
+        prepared: The split just computed for this config (see :func:`prepare_data`).
     """
     import lightning as L
     from lightning.pytorch.utilities import rank_zero_only
@@ -256,7 +272,7 @@ def train(
     L.seed_everything(config.seed, workers=True, verbose=False)
 
     with _cleaned_up_on_early_failure(run, enabled=is_zero and not config.resume):
-        data = prepare_data(config, recipe.image_size, progress)
+        data = prepare_data(config, recipe.image_size, progress, prepared)
         split, classes = data.split, data.classes
         saved = resolved_config(config, recipe)
         if is_zero:
