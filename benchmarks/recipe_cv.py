@@ -20,7 +20,7 @@ Usage (2-core CPU, rdb-mini):
         --folds 3 --recipes default lr1e-3 lr4e-3 --seeds 0
     python benchmarks/recipe_cv.py ... --recipes default --seeds 0 1 2 --ensemble --tta 4
 
-Writes ``OUT/recipe_cv-<size>px.{json,md}`` (the table printed at the end).
+Writes ``OUT/recipe_cv-vs-<reference>.{json,md}`` (the table printed at the end).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ RECIPES: dict[str, dict] = {
     "lr1e-3": dict(lr=1e-3),
     "lr4e-3": dict(lr=4e-3),
     "epochs2x": dict(_epochs_factor=2),
+    "epochs-half": dict(_epochs_factor=0.5),
     "aug-none": dict(augment=dict(rotate=0.0, shift=0.0, scale=0.0, **NO_INTENSITY)),
     "aug-no-intensity": dict(augment=NO_INTENSITY),
     "aug-intensity-0.2": dict(augment=dict(brightness=0.2, contrast=0.2, gamma=0.2)),
@@ -52,6 +53,7 @@ RECIPES: dict[str, dict] = {
     "batch32": dict(batch_size=32),
     "ls0": dict(label_smoothing=0.0),
     "size2x": dict(_size_factor=2),
+    "size2x-epochs-half": dict(_size_factor=2, _epochs_factor=0.5),
     "refit": dict(refit=True),
     "clahe": dict(preprocess=dict(method="clahe")),
     "gamma": dict(preprocess=dict(method="gamma")),
@@ -68,8 +70,8 @@ def recipe_config(name: str, args):
     from cxrlab.config import load_config
 
     overrides = dict(RECIPES[name])
-    epochs = args.epochs * overrides.pop("_epochs_factor", 1)
-    size = args.size * overrides.pop("_size_factor", 1)
+    epochs = round(args.epochs * overrides.pop("_epochs_factor", 1))
+    size = round(args.size * overrides.pop("_size_factor", 1))
     return load_config(
         data=args.data, out=args.out / name, model=overrides.pop("model", args.model),
         image_size=size, epochs=epochs, seed=args.seeds[0], progress=False,
@@ -179,6 +181,7 @@ def main() -> None:
 
     recipes = list(dict.fromkeys([args.reference, *args.recipes]))
     runs = {name: run_recipe(name, args) for name in recipes}
+    cfgs = {name: recipe_config(name, args) for name in recipes}
     if args.train_only:
         return
     classes = RunDir(runs[args.reference][0]).read_classes()
@@ -207,6 +210,8 @@ def main() -> None:
         f1 = boot["metrics"]["macro_f1"]
         row = {
             "variant": label, "recipe": name, "seeds": seeds, "tta": tta, "n": len(y),
+            "model": cfgs[name].model, "image_size": cfgs[name].image_size,
+            "epochs": cfgs[name].epochs,
             "accuracy": correct / len(y), "accuracy_ci": [lo, hi],
             "macro_f1": f1["value"], "macro_f1_ci": [f1["ci_low"], f1["ci_high"]],
             "train_seconds": fit_seconds(runs[name], seeds),
@@ -225,14 +230,15 @@ def main() -> None:
 
     head = (
         f"Out-of-fold comparison on {args.data.name} ({rows[0]['n']} images, {args.folds} folds, "
-        f"split seed {args.split_seed}), {args.model}, {args.size} px, {args.epochs} epochs; 95% "
+        f"split seed {args.split_seed}; recipes at {args.size} px and {args.epochs} epochs unless "
+        "they change them); 95% "
         "CIs (accuracy: Clopper-Pearson; macro-F1 and differences: paired bootstrap, "
         f"{args.n_boot} resamples); McNemar exact vs {ref_label} (Holm over the table)."
     )
     lines = [head, "",
-             f"| variant | accuracy (%) | macro-F1 (%) | Δ accuracy vs {ref_label} (pp) | "
-             "Δ macro-F1 (pp) | McNemar p (Holm) | training s |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             f"| variant | model, px, epochs | accuracy (%) | macro-F1 (%) | Δ accuracy vs "
+             f"{ref_label} (pp) | Δ macro-F1 (pp) | McNemar p (Holm) | training s |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         acc = f"{pct(r['accuracy'])} ({pct(r['accuracy_ci'][0])}-{pct(r['accuracy_ci'][1])})"
         f1 = f"{pct(r['macro_f1'])} ({pct(r['macro_f1_ci'][0])}-{pct(r['macro_f1_ci'][1])})"
@@ -244,9 +250,10 @@ def main() -> None:
                 cells.append(f"{pct(d['value'], '+')} ({pct(d['ci_low'], '+')} to "
                              f"{pct(d['ci_high'], '+')})")  # fmt: skip
             cells.append(f"{r['mcnemar']['p_value']:.3g} ({r['mcnemar']['p_value_holm']:.3g})")
-        lines.append(f"| {r['variant']} | {acc} | {f1} | {' | '.join(cells)} | "
+        setting = f"{r['model']}, {r['image_size']}, {r['epochs']}"
+        lines.append(f"| {r['variant']} | {setting} | {acc} | {f1} | {' | '.join(cells)} | "
                      f"{r['train_seconds']:.0f} |")  # fmt: skip
-    stem = args.out / f"recipe_cv-{args.size}px"
+    stem = args.out / f"recipe_cv-vs-{args.reference}"
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
     stem.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str))
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
