@@ -176,7 +176,8 @@ def main() -> None:
     warnings.simplefilter("ignore")  # undefined per-class metrics of weak recipes: in the JSON
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("cxrlab").setLevel(logging.WARNING)
-    logging.getLogger("lightning").setLevel(logging.ERROR)
+    for name in ("lightning", "lightning.pytorch"):  # Lightning sets its own level
+        logging.getLogger(name).setLevel(logging.ERROR)
     args.out.mkdir(parents=True, exist_ok=True)
 
     recipes = list(dict.fromkeys([args.reference, *args.recipes]))
