@@ -142,7 +142,9 @@ def fit_seconds(run_dirs: list[Path], seeds: list[int]) -> float:
     total = 0.0
     for d in run_dirs:
         if parse_cv_run_name(d.name)[1] in seeds:
-            total += float(RunDir(d).read_json(RunDir(d).summary).get("seconds") or 0.0)
+            summary = RunDir(d).read_json(RunDir(d).summary)
+            total += float(summary.get("seconds") or 0.0)
+            total += float((summary.get("refit") or {}).get("seconds") or 0.0)
     return total
 
 
