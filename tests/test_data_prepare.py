@@ -277,10 +277,11 @@ def test_cv_uses_one_split_seed_for_every_training_seed(tmp_path, monkeypatch):
     from cxrlab.training import cv
 
     calls = []
-    monkeypatch.setattr("cxrlab.training.train", lambda config, progress=None: calls.append(config))
+    monkeypatch.setattr("cxrlab.training.train", lambda config, **k: calls.append(config))
     monkeypatch.setattr("cxrlab.evaluation.evaluate.evaluate_run", lambda *a, **k: None)
-    monkeypatch.setattr(cv, "summarize_cv", lambda *a, **k: {})
-    monkeypatch.setattr(cv, "write_cv_summary", lambda *a, **k: {})
+    # run_cv imports the summary where it needs it
+    monkeypatch.setattr("cxrlab.evaluation.cv_summary.summarize_cv", lambda *a, **k: {})
+    monkeypatch.setattr("cxrlab.evaluation.cv_summary.write_cv_summary", lambda *a, **k: {})
     (tmp_path / "data").mkdir()
     base = load_config(data=tmp_path / "data", out=tmp_path / "cv", model="small-cnn", seed=4)
     cv.run_cv(base, folds=2, seeds=[0, 1, 2], make_figures=False)
