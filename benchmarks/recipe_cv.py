@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrlab.io import write_csv, write_text
+
 #: name -> TrainConfig overrides on top of the model's recipe (README, "Recipe choices, measured").
 NO_INTENSITY = dict(brightness=0.0, contrast=0.0, gamma=0.0)
 RECIPES: dict[str, dict] = {
@@ -79,11 +81,10 @@ def recipe_config(name: str, args):
     )  # fmt: skip
 
 
-def run_recipe(name: str, args) -> list[Path]:
+def run_recipe(name: str, cfg, args) -> list[Path]:
     """Train and evaluate every (fold, seed) of one recipe (finished cells are reused)."""
     from cxrlab.training.cv import run_cv
 
-    cfg = recipe_config(name, args)
     start = time.perf_counter()
     result = run_cv(cfg, folds=args.folds, seeds=args.seeds, n_boot=200, make_figures=False)
     log.info("%s: %d cells in %.0f s (%d trained)", name, len(result.run_dirs),
@@ -104,8 +105,7 @@ def fold_predictions(run_dir: Path, tta: int, out: Path) -> pd.DataFrame:
     from cxrlab.inference.split import predict_split
 
     frame = predict_split(run_dir, "test", tta=tta)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(cached, index=False)
+    write_csv(cached, frame)
     return frame
 
 
@@ -183,8 +183,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     recipes = list(dict.fromkeys([args.reference, *args.recipes]))
-    runs = {name: run_recipe(name, args) for name in recipes}
     cfgs = {name: recipe_config(name, args) for name in recipes}
+    runs = {name: run_recipe(name, cfgs[name], args) for name in recipes}
     if args.train_only:
         return
     classes = RunDir(runs[args.reference][0]).read_classes()
@@ -258,8 +258,8 @@ def main() -> None:
                      f"{r['train_seconds']:.0f} |")  # fmt: skip
     stem = args.out / f"recipe_cv-vs-{args.reference}"
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str))
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".json"), json.dumps(record, indent=1, default=str))
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
