@@ -140,6 +140,20 @@ def test_members_from_other_splits_are_refused_for_internal_evaluation(runs, tmp
     assert len(result.out.reference_split()) == n_dev
 
 
+def test_an_ensemble_with_a_refitted_member_does_not_score_its_val_split(runs, tmp_path):
+    from cxrlab.evaluation import evaluate_run
+
+    member = RunDir(tmp_path / "member")
+    shutil.copytree(runs["b"], member.path)
+    shutil.copy(member.best_checkpoint, member.refit_checkpoint)  # as `--refit` leaves it
+    plain = create_ensemble([runs["a"], runs["b"]], tmp_path / "plain").out
+    refitted = create_ensemble([runs["a"], member.path], tmp_path / "refitted").out
+    assert not plain.is_refit() and refitted.is_refit()
+    evaluated = evaluate_run(refitted.path, n_boot=200, make_figures=False)
+    assert not refitted.predictions("val").exists()  # in-sample for the refitted member
+    assert "refitted on train+val" in evaluated.metrics["calibration"]["note"]
+
+
 def test_a_changed_member_is_noticed(runs, tmp_path):
     member = tmp_path / "member"
     shutil.copytree(runs["a"], member)

@@ -421,6 +421,13 @@ class EnsembleDir(RunDir):
     def find_checkpoint(self) -> Path | None:
         return None
 
+    def is_refit(self) -> bool:
+        """A member was refitted on train+val, so the members' shared val split is training data."""
+        members = self.read_manifest()["members"] if self.manifest.is_file() else []
+        return any(
+            Path(m.get("checkpoint", "")).name == self.refit_checkpoint.name for m in members
+        )
+
     def model_file(self) -> Path | None:
         return self.manifest if self.manifest.is_file() else None
 

@@ -416,34 +416,40 @@ def _fit(
     if config.compile:
         module.model = torch.compile(module.model)
 
-    checkpoint = AtomicModelCheckpoint(
-        dirpath=run.checkpoints,
-        filename=RunDir.BEST,
-        monitor=recipe.monitor,
-        mode=recipe.monitor_mode,
-        save_top_k=1,
-        enable_version_counter=False,
-        auto_insert_metric_name=False,
-    )
-    # A second, unmonitored checkpoint rewrites last.ckpt after every epoch. (ModelCheckpoint's
-    # own save_last only rewrites it in epochs where the best one improved, so a resumed run
-    # would repeat the epochs since the last improvement.)
-    latest = AtomicModelCheckpoint(
-        dirpath=run.checkpoints, filename=RunDir.LAST, save_top_k=1, enable_version_counter=False
-    )
     if refit:  # no validation: one unmonitored checkpoint per epoch, for resuming
-        checkpoint = latest = AtomicModelCheckpoint(
+        checkpoint = AtomicModelCheckpoint(
             dirpath=run.checkpoints, filename=run.refit_last_checkpoint.stem, save_top_k=1,
             enable_version_counter=False,
         )  # fmt: skip
+        checkpoints = [checkpoint]
         trainer_kwargs = {**trainer_kwargs, "limit_val_batches": 0}
+    else:
+        checkpoint = AtomicModelCheckpoint(
+            dirpath=run.checkpoints,
+            filename=RunDir.BEST,
+            monitor=recipe.monitor,
+            mode=recipe.monitor_mode,
+            save_top_k=1,
+            enable_version_counter=False,
+            auto_insert_metric_name=False,
+        )
+        # A second, unmonitored checkpoint rewrites last.ckpt after every epoch. (ModelCheckpoint's
+        # own save_last only rewrites it in epochs where the best one improved, so a resumed run
+        # would repeat the epochs since the last improvement.)
+        latest = AtomicModelCheckpoint(
+            dirpath=run.checkpoints,
+            filename=RunDir.LAST,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+        checkpoints = [checkpoint, latest]
     history = HistoryCSV(run.refit_history if refit else run.history)
-    callbacks = [*dict.fromkeys([checkpoint, latest]), history, *(callbacks or [])]
+    callbacks = [*checkpoints, history, *(callbacks or [])]
     if config.progress:
         callbacks.append(EpochProgressBar())
     if recipe.ema_decay:
         callbacks.append(WeightEMA(recipe.ema_decay))
-    if recipe.early_stopping_patience and not refit:
+    if recipe.early_stopping_patience:  # None for a refit (see _refit)
         callbacks.append(
             EarlyStopping(monitor="val_loss", mode="min", patience=recipe.early_stopping_patience)
         )
