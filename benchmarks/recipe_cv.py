@@ -178,7 +178,9 @@ def main() -> None:
     warnings.simplefilter("ignore")  # undefined per-class metrics of weak recipes: in the JSON
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("cxrlab").setLevel(logging.WARNING)
-    for name in ("lightning", "lightning.pytorch"):  # Lightning sets its own level
+    import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import: quieted after it)
+
+    for name in ("lightning", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.ERROR)
     args.out.mkdir(parents=True, exist_ok=True)
 
