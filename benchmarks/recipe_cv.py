@@ -57,6 +57,7 @@ RECIPES: dict[str, dict] = {
     "size2x": dict(_size_factor=2),
     "size2x-epochs-half": dict(_size_factor=2, _epochs_factor=0.5),
     "refit": dict(refit=True),
+    "size2x-refit": dict(_size_factor=2, refit=True),
     "clahe": dict(preprocess=dict(method="clahe")),
     "gamma": dict(preprocess=dict(method="gamma")),
     # the seed project's CNN with the seed's own recipe (Adam, plateau, early stopping, its
