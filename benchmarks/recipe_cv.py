@@ -149,6 +149,25 @@ def fit_seconds(run_dirs: list[Path], seeds: list[int]) -> float:
     return total
 
 
+def seed_spread(runs: dict, recipes: list[str], args, classes) -> list[dict]:
+    """Each recipe's single-seed out-of-fold accuracy per seed, and its mean difference from the
+    reference's same seeds: how much of a difference seed-to-seed variation alone makes."""
+    accuracy: dict[str, dict[int, float]] = {}
+    for name in recipes:
+        accuracy[name] = {}
+        for seed in args.seeds:
+            _, y, probs = oof(runs[name], [seed], classes, 1, args.out / name / "tta")
+            accuracy[name][seed] = float(np.mean(np.array(classes)[probs.argmax(axis=1)] == y))
+    ref = accuracy[args.reference]
+    out = []
+    for name, acc in accuracy.items():
+        values = np.array(list(acc.values()))
+        delta = None if name == args.reference else float(np.mean([acc[s] - ref[s] for s in acc]))
+        out.append({"recipe": name, "accuracy": acc, "mean": float(values.mean()),
+                    "sd": float(values.std(ddof=1)), "delta_mean": delta})  # fmt: skip
+    return out
+
+
 def pct(x, sign: str = "") -> str:
     return "n/a" if x is None else f"{100 * x:{sign}.1f}"
 
@@ -175,6 +194,7 @@ def main() -> None:
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--n-boot", type=int, default=2000)
     p.add_argument("--train-only", action="store_true", help="train the cells, skip the table")
+    p.add_argument("--name", default=None, help="the table's file stem (recipe_cv-vs-REFERENCE)")
     args = p.parse_args()
     warnings.simplefilter("ignore")  # undefined per-class metrics of weak recipes: in the JSON
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -259,8 +279,20 @@ def main() -> None:
         setting = f"{r['model']}, {r['image_size']}, {r['epochs']}"
         lines.append(f"| {r['variant']} | {setting} | {acc} | {f1} | {' | '.join(cells)} | "
                      f"{r['train_seconds']:.0f} |")  # fmt: skip
-    stem = args.out / f"recipe_cv-vs-{args.reference}"
-    record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+    per_seed = seed_spread(runs, recipes, args, classes) if len(args.seeds) > 1 else []
+    if per_seed:
+        lines += ["", f"Single-seed out-of-fold accuracy of each seed (no TTA); Δ: mean over seeds "
+                  f"of (recipe - {args.reference}) with the same seed.", "",
+                  "| recipe | accuracy per seed (%) | mean ± SD (%) | Δ mean (pp) |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for r in per_seed:
+            each = ", ".join(f"{pct(a)} (seed {s})" for s, a in r["accuracy"].items())
+            delta = "" if r["delta_mean"] is None else pct(r["delta_mean"], "+")
+            lines.append(f"| {r['recipe']} | {each} | {pct(r['mean'])} ± {pct(r['sd'])} | "
+                         f"{delta} |")  # fmt: skip
+    stem = args.out / (args.name or f"recipe_cv-vs-{args.reference}")
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+              "per_seed": per_seed}  # fmt: skip
     write_text(stem.with_suffix(".json"), json.dumps(record, indent=1, default=str))
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
