@@ -10,11 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrlab.cli import app
-from cxrlab.config import load_config
-from cxrlab.errors import ConfigError, DataError
+from cxrlab.config import load_config, save_config
+from cxrlab.errors import ConfigError, DataError, RunDirError
 from cxrlab.evaluation.cv_summary import summarize_cv
 from cxrlab.evaluation.metrics import compute_metrics
 from cxrlab.training.cv import run_cv
+from cxrlab.training.recipes import resolved_config
 
 CLASSES = ["COVID", "Normal"]
 N_IMAGES = 40
@@ -96,6 +97,7 @@ def fake_train(monkeypatch):
     def train(config, progress=None):
         calls.append(config)
         _write_run(config.out, config.split.fold, config.seed, folds=config.split.folds)
+        save_config(resolved_config(config), config.out / "config.yaml")  # as train() does
 
     monkeypatch.setattr("cxrlab.training.train", train)
     return calls
@@ -103,9 +105,8 @@ def fake_train(monkeypatch):
 
 def _config(tmp_path, **kw):
     (tmp_path / "data").mkdir(exist_ok=True)
-    return load_config(
-        data=tmp_path / "data", out=tmp_path / "cv", model="resnet18", epochs=1, **kw
-    )
+    kw = {"epochs": 1, **kw}
+    return load_config(data=tmp_path / "data", out=tmp_path / "cv", model="resnet18", **kw)
 
 
 def test_run_cv_trains_each_fold_and_seed_then_resumes(tmp_path, fake_train):
@@ -147,6 +148,26 @@ def test_run_cv_resumes_interrupted_runs(tmp_path, fake_train):
     flags = {c.out.name: (c.resume, c.overwrite) for c in fake_train}
     assert flags == {"fold0-seed0": (True, False), "fold1-seed0": (False, True)}
     assert not (evaluated_only / "metrics.json").exists()  # seed 1 is not part of this CV
+
+
+def test_run_cv_refuses_runs_trained_with_other_options(tmp_path, fake_train):
+    run_cv(_config(tmp_path), folds=2, seeds=[0], n_boot=20, make_figures=False)
+    # Another --epochs into the same folder: the finished runs are not reported as 2-epoch runs.
+    asked = r"fold0-seed0 was trained with other options.*epochs: 1 there, 2 now"
+    with pytest.raises(RunDirError, match=asked):
+        run_cv(_config(tmp_path, epochs=2), folds=2, seeds=[0], n_boot=20, make_figures=False)
+    # An interrupted run is not resumed under other options either (the learning rate here).
+    finished = tmp_path / "cv" / "fold0-seed0"
+    (finished / "train_summary.json").unlink()
+    (finished / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(RunDirError, match=r"fold0-seed0 .*lr: 0\.002 there, 0\.01 now"):
+        run_cv(_config(tmp_path, lr=0.01), folds=2, seeds=[0], n_boot=20, make_figures=False)
+    assert len(fake_train) == 2
+    # What does not change the computation may differ: where the cache lives, progress output.
+    again = _config(tmp_path, cache_dir=tmp_path / "cache", progress=False)
+    run_cv(again, folds=2, seeds=[0], n_boot=20, make_figures=False)
+    assert [c.out.name for c in fake_train] == ["fold0-seed0", "fold1-seed0", "fold0-seed0"]
+    assert fake_train[-1].resume
 
 
 def test_run_cv_validates_options(tmp_path, fake_train):

@@ -221,6 +221,14 @@ def test_rerun_skips_finished_and_edits_add_or_drop_cells(finished_study, monkey
     changed = grown.model_copy(update={"train": {**TINY, "lr": 0.5}})
     with pytest.raises(ConfigError, match="retrain-changed"):
         run_study(changed, out, calibrate=False)
+    # A started cell (here: its training summary gone) is "changed" too, not resumed under
+    # the new options; under its own options it is "partial".
+    (out / "runs" / "small-cnn" / "fold0-seed1" / "train_summary.json").unlink()
+    states = {str(c.run_dir.name): c.state for c in make_plan(changed, out).cells}
+    assert states == {"fold0-seed0": "changed", "fold1-seed0": "changed",
+                      "fold0-seed1": "changed", "fold1-seed1": "changed"}  # fmt: skip
+    states = {str(c.run_dir.name): c.state for c in make_plan(grown, out).cells}
+    assert states["fold0-seed1"] == "partial" and states["fold1-seed1"] == "finished"
 
 
 def test_failed_cell_is_recorded_and_the_others_go_on(tmp_path, synth_dataset, monkeypatch):

@@ -185,6 +185,32 @@ class TrainConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
+#: TrainConfig fields that do not change what a run computes (where it is written, how far it
+#: has got, decode parallelism, where the image cache lives).
+NEUTRAL_FIELDS = ("out", "resume", "overwrite", "progress", "decode_workers", "cache_dir")
+
+
+def option_differences(asked: TrainConfig, saved: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """The options (dotted names) in which two configs differ, :data:`NEUTRAL_FIELDS` left out.
+
+    Paths are compared resolved, so a dataset named relatively and absolutely is one dataset.
+    Returns ``{name: (asked value, saved value)}``.
+    """
+
+    def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[prefix + key] = value.resolve() if isinstance(value, Path) else value
+        return out
+
+    a = flat(asked.model_dump(exclude=set(NEUTRAL_FIELDS)))
+    b = flat(saved.model_dump(exclude=set(NEUTRAL_FIELDS)))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
 #: TrainConfig fields that, left unset (None), take the model's recipe's value
 #: (:func:`cxrlab.training.recipes.resolve_recipe`); ``image_size`` takes the model's input size.
 RECIPE_FIELDS = (

@@ -41,7 +41,7 @@ def run_cmd(
         True, "--calibrate/--no-calibrate", help="Time a few steps per model for the estimate."
     ),
     retrain_changed: bool = typer.Option(
-        False, "--retrain-changed", help="Retrain finished cells whose options changed."
+        False, "--retrain-changed", help="Retrain cells (finished or started) with changed options."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; run nothing."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report at the end."),

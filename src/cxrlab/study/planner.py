@@ -4,7 +4,8 @@ A cell is one (model, variant, fold, seed); it trains into ``<out>/runs/<label>/
 (``fold<k>-seed<s>`` like ``cxrlab cv``, or ``seed<s>`` for a single split), an ordinary run
 directory. Its state is read from that directory (:func:`cxrlab.training.cv.run_cell`'s rules)
 and from ``<out>/cells/<cell id>.json``, the status the cell's job wrote (failed cells keep their
-error there). A finished cell whose options differ from the study's now is ``changed``.
+error there). A finished or started cell whose options differ from the study's now is
+``changed``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrlab.config import TrainConfig
+from cxrlab.config import NEUTRAL_FIELDS, TrainConfig
 from cxrlab.rundir import RunDir
 from cxrlab.study.schema import StudyConfig, cell_train_config, split_label
 
@@ -31,8 +32,6 @@ REPORT_DIR = "report"
 #: The study page inside REPORT_DIR (``cxrlab study report``).
 STUDY_PAGE = "study.html"
 SLURM_DIR = "slurm"
-#: TrainConfig fields that do not change what a cell computes.
-_NEUTRAL_FIELDS = ("out", "resume", "overwrite", "progress", "decode_workers", "cache_dir")
 
 
 @dataclass
@@ -46,8 +45,8 @@ class Cell:
         run_dir: Its run directory.
         config: Its TrainConfig.
         state: ``finished`` (trained and evaluated), ``partial`` (started; resumes), ``failed``
-            (its last attempt raised; retried), ``changed`` (finished with other options) or
-            ``new``.
+            (its last attempt raised; retried), ``changed`` (finished or started with other
+            options) or ``new``.
         error: The recorded error of a failed cell.
     """
 
@@ -69,7 +68,7 @@ class Cell:
 
     def recipe_hash(self) -> str:
         """Hash of the options that change what the cell computes."""
-        values = self.config.model_dump(mode="json", exclude=set(_NEUTRAL_FIELDS))
+        values = self.config.model_dump(mode="json", exclude=set(NEUTRAL_FIELDS))
         return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -211,13 +210,14 @@ def make_plan(study: StudyConfig, out: Path) -> Plan:
                 cells.append(Cell(label, fold, seed, run_dir, cfg))
     for cell in cells:
         status = read_status(cell_status_path(out, cell))
+        recorded = status.get("recipe")
+        changed = bool(recorded) and recorded != cell.recipe_hash()
         if _finished(cell.run_dir, study.n_boot, study.eval_seed):
-            recorded = status.get("recipe")
-            cell.state = "changed" if recorded and recorded != cell.recipe_hash() else "finished"
+            cell.state = "changed" if changed else "finished"
         elif status.get("state") == "failed":
             cell.state, cell.error = "failed", str(status.get("error", ""))
         elif RunDir(cell.run_dir).holds_run():
-            cell.state = "partial"
+            cell.state = "changed" if changed else "partial"
     listed = {c.run_dir.resolve() for c in cells}
     runs = out / RUNS_DIR
     removed = sorted(
@@ -284,7 +284,7 @@ def survey(plan: Plan, *, calibrate: bool = True, device: str | None = None) -> 
 def calibration_key(config: TrainConfig, device: str | None = None) -> str:
     """What a calibration depends on: the options that change the cost of a training step."""
     values = config.model_dump(
-        mode="json", exclude={*_NEUTRAL_FIELDS, "seed", "split", "epochs", "data"}
+        mode="json", exclude={*NEUTRAL_FIELDS, "seed", "split", "epochs", "data"}
     )
     values["device"] = device or _calibration_device(config)
     return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

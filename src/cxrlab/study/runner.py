@@ -145,8 +145,8 @@ def run_study(
         launcher: :class:`~cxrlab.study.launchers.LocalLauncher` (default) or
             :class:`~cxrlab.study.launchers.SlurmLauncher`.
         calibrate: Time a few training steps per model for the plan's estimate.
-        retrain_changed: Retrain finished cells whose options differ from the study's now
-            (otherwise such cells stop the study before anything runs).
+        retrain_changed: Retrain finished (or started) cells whose options differ from the
+            study's now (otherwise such cells stop the study before anything runs).
         dry_run: Plan (and calibrate), write nothing, run nothing.
         on_plan: Called with the plan and its description before any cell runs.
 
@@ -168,8 +168,8 @@ def run_study(
     changed = [c for c in plan.cells if c.state == "changed"]
     if changed and not retrain_changed:
         raise ConfigError(
-            f"{len(changed)} finished cell(s) of {out} were trained with other options than the "
-            f"study file gives now (first: {changed[0].run_dir}). Pass --retrain-changed to "
+            f"{len(changed)} cell(s) of {out} were trained (or started) with other options than "
+            f"the study file gives now (first: {changed[0].run_dir}). Pass --retrain-changed to "
             "retrain them with the new options, or restore the study file's train options."
         )
     if dry_run:

@@ -105,7 +105,8 @@ def run_cell(
 
     The one resumable unit of a cross-validation and of a study (:mod:`cxrlab.study`): a run
     whose training finished and whose metrics.json is current is left as it is; one with a
-    ``last.ckpt`` resumes; a run that started but saved no epoch starts over.
+    ``last.ckpt`` resumes; a run that started but saved no epoch starts over. A finished or
+    resumable run trained with other options than ``config`` is refused (RunDirError).
 
     Args:
         config: The run's :class:`~cxrlab.config.TrainConfig` (``out`` is the run directory;
@@ -126,6 +127,10 @@ def run_cell(
 
     run_dir = Path(config.out)
     run = RunDir(run_dir)
+    if run.is_finished() or run.last_checkpoint.is_file():
+        from cxrlab.training.resume import check_same_options
+
+        check_same_options(config, run)
     if _finished(run_dir, n_boot, eval_seed):
         logger.info("%s%s is finished; reusing it", position, run_dir)
         return CellOutcome(run_dir, reused=True, fit_seconds=_fit_seconds(run))

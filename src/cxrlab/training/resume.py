@@ -8,6 +8,10 @@ A training killed with SIGKILL (or by a power cut) runs no clean-up. Two states 
 * a damaged ``last.ckpt`` (truncated by a full disk, a copy cut short): ``--resume`` stops with
   a message naming the file and the ways out (:func:`check_last_checkpoint`), not a zip-reader
   traceback. (cxrlab itself writes checkpoints atomically, so it never leaves one half-written.)
+
+A cross-validation, a recipe comparison or a study reuses its finished runs and resumes its
+interrupted ones; :func:`check_same_options` refuses one that was trained with other options
+than asked now, which would otherwise be reported under the options asked for.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from cxrlab.errors import CheckpointError
+from cxrlab.config import TrainConfig
+from cxrlab.errors import CheckpointError, RunDirError
 from cxrlab.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -88,4 +93,37 @@ def check_last_checkpoint(run: RunDir) -> None:
     raise CheckpointError(
         f"Cannot resume: {last} is damaged: {problem} (a truncated copy or a full disk?). "
         f"{offer}start the run again with --overwrite (or into another --out)."
+    )
+
+
+def check_same_options(config: TrainConfig, run: RunDir) -> None:
+    """Raise a RunDirError when ``run`` was trained with other options than ``config``.
+
+    Compares ``config`` with every value its recipe decides written in (what config.yaml
+    records) against the run's config.yaml, leaving out the options that do not change what a
+    run computes (:data:`cxrlab.config.NEUTRAL_FIELDS`). A config.yaml this version cannot read
+    (an older cxrlab's) is not compared, with a warning.
+    """
+    from pydantic import ValidationError
+
+    from cxrlab.config import option_differences
+    from cxrlab.training.recipes import resolved_config
+
+    try:
+        saved = TrainConfig(**run.read_config())
+    except (ValidationError, TypeError) as exc:
+        log.warning("Cannot compare the options of %s with this run's (%s)", run.config, exc)
+        return
+    differences = option_differences(resolved_config(config), saved)
+    if not differences:
+        return
+    shown = "; ".join(
+        f"{name}: {there!r} there, {now!r} now"
+        for name, (now, there) in list(differences.items())[:4]
+    )
+    more = f" and {len(differences) - 4} more" if len(differences) > 4 else ""
+    raise RunDirError(
+        f"{run.path} was trained with other options than asked now ({shown}{more}), so it "
+        "cannot be reused or resumed for them. Choose another output folder, or remove "
+        f"{run.path} to train it again."
     )
